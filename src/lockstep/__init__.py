@@ -1,0 +1,3 @@
+"""lockstep: release systems spread over many git repositories."""
+
+__version__ = "0.1.0"

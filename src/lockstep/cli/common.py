@@ -1,0 +1,38 @@
+"""What every command shares: the workspace option, JSON output and the console."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from lockstep.workspace import Workspace
+
+console = Console(highlight=False, soft_wrap=True, markup=False)
+
+WorkspaceOpt = Annotated[
+    Path,
+    typer.Option("--workspace", "-C", help="The integration repo (default: current directory).",
+                 envvar="LOCKSTEP_WORKSPACE_DIR", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def workspace(path: Path) -> Workspace:
+    """Open the workspace named by -C (or the current directory)."""
+    return Workspace.open(path)
+
+
+def print_json(value: Any) -> None:
+    """Write JSON to stdout (stable key order, no colour)."""
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def info(message: str) -> None:
+    """A progress line on stderr, so stdout stays parseable."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()

@@ -1,0 +1,72 @@
+"""The `lockstep` application: command groups and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lockstep import __version__
+from lockstep.cli import demo, manifest, queue
+from lockstep.cli.common import console
+from lockstep.errors import EXIT_USAGE, LockstepError
+from lockstep.scaffold import init as scaffold_init
+
+app = typer.Typer(
+    name="lockstep",
+    help="Release systems spread over many git repositories.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(manifest.app, name="manifest")
+app.add_typer(queue.app, name="queue")
+app.command("demo")(demo.demo)
+
+
+@app.command("init")
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the repo.")] = Path("."),
+    branch: Annotated[str, typer.Option(help="Integration branch name.")] = "main",
+    remote: Annotated[
+        str | None, typer.Option(help="URL of the integration remote; pushed to once.")
+    ] = None,
+) -> None:
+    """Create an integration repo: a commented lockstep.toml and a manifest, committed."""
+    from lockstep import names
+
+    names.ref_name(branch, "branch name")
+    path = scaffold_init(directory, branch=branch, remote_url=remote)
+    console.print(f"initialized integration repo in {path}")
+    console.print("next: declare components and stages in lockstep.toml, then `lockstep queue`")
+
+
+@app.command("version")
+def version() -> None:
+    """Print lockstep's version."""
+    console.print(__version__)
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; user errors print one line and exit with their code."""
+    try:
+        code = app(args=argv, prog_name="lockstep", standalone_mode=False)
+    except LockstepError as exc:
+        sys.stderr.write(f"error: {exc.one_line()}\n")
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # typer's own usage errors (it vendors click)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stdout.write(exc.format_message() + "\n")
+            sys.exit(0)
+        sys.stderr.write(f"error: {' '.join(exc.format_message().split())}"
+                         f" (see `lockstep --help`)\n")
+        sys.exit(EXIT_USAGE if exc.exit_code == 2 else exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,267 @@
+"""lockstep.toml: the workspace schema (pydantic) and its loading with one-line errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from lockstep import names
+from lockstep.errors import ConfigError, UsageError
+
+CONFIG_FILE = "lockstep.toml"
+DEFAULT_TAG_FORMAT = "v{year}.{month:02d}.{n}"
+_FORBIDDEN_URL_PREFIXES = ("ext::", "fd::", "-")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Integration(_Model):
+    """Where lockstep lands: the integration repo's remote, branch and manifest file."""
+
+    remote: str = "origin"
+    branch: str = "main"
+    manifest: str = "manifest.toml"
+    tag_format: str = DEFAULT_TAG_FORMAT
+
+    @field_validator("remote", "branch")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        return names.ref_name(v, "remote or branch name")
+
+    @field_validator("manifest")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return names.relative_path(v, "manifest path")
+
+    @field_validator("tag_format")
+    @classmethod
+    def _tag_format(cls, v: str) -> str:
+        if "{n}" not in v:
+            raise ValueError("must contain {n}, e.g. v{year}.{month:02d}.{n}")
+        try:
+            sample = v.format(year=2026, month=11, n=3)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise ValueError(f"only {{year}}, {{month}} and {{n}} may appear ({exc})") from None
+        names.ref_name(sample, "tag format")
+        return v
+
+
+class Identity(_Model):
+    """The author, committer and tagger of the commits and tags lockstep makes."""
+
+    name: str = "lockstep"
+    email: str = "lockstep@localhost"
+
+
+class Component(_Model):
+    """A component repository: where to fetch it, its artifact and what it depends on."""
+
+    url: str
+    ssh_url: str | None = None
+    image: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    owners: list[str] = Field(default_factory=list)
+
+    @field_validator("url", "ssh_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v or any(c.isspace() for c in v) or v.startswith(_FORBIDDEN_URL_PREFIXES):
+            raise ValueError("must be a git URL or path without spaces (ext:: and fd:: refused)")
+        return v
+
+    @field_validator("depends_on")
+    @classmethod
+    def _deps(cls, v: list[str]) -> list[str]:
+        return [names.component_name(d) for d in v]
+
+
+class Stage(_Model):
+    """A stage: an argv run in a prepared workspace, with a timeout and infrastructure retries."""
+
+    name: str
+    command: list[str]
+    timeout: float
+    retries: int = Field(default=2, ge=0, le=10)
+    infra_exit_code: int = Field(default=75, ge=1, le=255)
+    configurations: list[str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return names.configuration_name(v)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str]) -> list[str]:
+        if not v or not v[0].strip():
+            raise ValueError("needs a command: a non-empty list such as ['make', 'test']")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("must be a positive number of seconds")
+        return v
+
+    @field_validator("configurations")
+    @classmethod
+    def _configs(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [names.configuration_name(c) for c in v]
+
+
+class WebhookNotifier(_Model):
+    """POST a signed JSON event to a URL."""
+
+    type: Literal["webhook"]
+    url: str
+    secret: str | None = None
+    secret_env: str | None = None
+    events: list[str] = Field(default_factory=lambda: ["rejected"])
+    timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s]+$", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _secret(self) -> WebhookNotifier:
+        if not self.secret and not self.secret_env:
+            raise ValueError("needs secret_env (the variable holding the HMAC secret) or secret")
+        return self
+
+    def resolve_secret(self) -> bytes:
+        """The HMAC key, read from the environment when secret_env is set."""
+        if self.secret_env:
+            value = os.environ.get(self.secret_env)
+            if not value:
+                raise UsageError(
+                    f"webhook secret variable {self.secret_env} is not set",
+                    f"export {self.secret_env}=... before running the queue",
+                )
+            return value.encode()
+        assert self.secret is not None
+        return self.secret.encode()
+
+
+class CommandNotifier(_Model):
+    """Run a local command with the JSON event on stdin."""
+
+    type: Literal["command"]
+    command: list[str]
+    events: list[str] = Field(default_factory=lambda: ["rejected"])
+    timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str]) -> list[str]:
+        if not v or not v[0].strip():
+            raise ValueError("needs a command: a non-empty list")
+        return v
+
+
+Notifier = Annotated[WebhookNotifier | CommandNotifier, Field(discriminator="type")]
+NOTIFIER_EVENTS = {"rejected", "landed", "skipped", "cancelled"}
+
+
+class QueueSettings(_Model):
+    """Queue discipline and recovery knobs (spec/queue.md §3, §8)."""
+
+    mode: Literal["serial"] = "serial"
+    max_recoveries: int = Field(default=3, ge=0)
+    infra_pause_after: int = Field(default=3, ge=1)
+    lease_ttl: float = Field(default=60.0, gt=0)
+    notify_attempts: int = Field(default=5, ge=1)
+    retry_backoff: float = Field(default=5.0, ge=0)
+    log_tail_lines: int = Field(default=50, ge=1)
+    kill_grace: float = Field(default=10.0, gt=0)
+
+
+class Config(_Model):
+    """The whole lockstep.toml."""
+
+    integration: Integration = Field(default_factory=Integration)
+    identity: Identity = Field(default_factory=Identity)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    components: dict[str, Component] = Field(default_factory=dict)
+    stages: list[Stage] = Field(default_factory=list)
+    notifiers: list[Notifier] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        for name, comp in self.components.items():
+            names.component_name(name)
+            for dep in comp.depends_on:
+                if dep not in self.components:
+                    raise ValueError(f"component {name!r} depends on unknown component {dep!r}")
+        seen: set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"stage {stage.name!r} is declared twice")
+            seen.add(stage.name)
+        for notifier in self.notifiers:
+            unknown = set(notifier.events) - NOTIFIER_EVENTS
+            if unknown:
+                raise ValueError(
+                    f"unknown notifier event(s) {sorted(unknown)}; known: {sorted(NOTIFIER_EVENTS)}"
+                )
+        return self
+
+    def component(self, name: str) -> Component:
+        """The named component, or a one-line error listing the known ones."""
+        from lockstep.errors import NotFoundError
+
+        names.component_name(name)
+        try:
+            return self.components[name]
+        except KeyError:
+            known = ", ".join(sorted(self.components)) or "none"
+            raise NotFoundError(
+                f"unknown component {name!r}", f"components in lockstep.toml: {known}"
+            ) from None
+
+
+def parse(text: str, source: str = CONFIG_FILE) -> Config:
+    """Parse and validate lockstep.toml text; every problem becomes one ConfigError line."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}", "fix the syntax") from None
+    try:
+        return Config.model_validate(raw)
+    except PydanticValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "top level"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {where}: {msg}{more}", "see docs/config.md") from None
+    except UsageError as exc:
+        raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
+
+
+def load(workspace: Path) -> Config:
+    """Load lockstep.toml from the workspace root."""
+    path = workspace / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {workspace}",
+            "run inside an integration repo, pass -C DIR, or create one with `lockstep init`",
+        )
+    return parse(path.read_text(encoding="utf-8"))

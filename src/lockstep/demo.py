@@ -1,0 +1,147 @@
+"""`lockstep demo`: build the sample system, submit bumps, run the queue, summarise.
+
+Everything is local: bare git remotes under DIR/remotes, the integration repo at
+DIR/integration. Running it again on the same DIR reuses what is there.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from lockstep import demo_system as sample
+from lockstep import git
+from lockstep.errors import UsageError
+from lockstep.manifest import Pin, render_new
+from lockstep.queue import operations as ops
+from lockstep.queue.model import State
+from lockstep.queue.store import Store
+from lockstep.queue.worker import RunMode, Worker
+from lockstep.scaffold import init
+from lockstep.workspace import Workspace
+
+MARKER = ".lockstep-demo"
+_IDENT = ["-c", "user.name=lockstep demo", "-c", "user.email=demo@localhost"]
+
+
+def _publish(repo: Path, files: dict[str, str], message: str, tag: str | None) -> str:
+    """Write files, commit, optionally tag, push; returns the commit SHA."""
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    git.run(["add", "--all"], repo)
+    git.run([*_IDENT, "commit", "--quiet", "-m", message], repo)
+    refs = ["main"]
+    if tag:
+        git.run([*_IDENT, "tag", "-a", tag, "-m", f"{repo.name} {tag}"], repo)
+        refs.append(f"refs/tags/{tag}")
+    git.run(["push", "--quiet", "origin", *refs], repo)
+    return git.out(["rev-parse", "HEAD"], repo)
+
+
+def build(root: Path, log: Callable[[str], None]) -> Workspace:
+    """Create the component remotes with their tagged versions and the integration repo."""
+    remotes = root / "remotes"
+    sources = root / "sources"
+    first: dict[str, Pin] = {}
+    for name, versions in sample.COMPONENTS.items():
+        bare = remotes / f"{name}.git"
+        git.run(["init", "--quiet", "--bare", "--initial-branch=main", str(bare)])
+        src = sources / name
+        git.run(["clone", "--quiet", str(bare), str(src)])
+        git.run(["checkout", "--quiet", "-B", "main"], src)
+        for version, files in versions:
+            sha = _publish(src, files, f"{name} {version}", version)
+            first.setdefault(name, Pin(version, sha))
+        log(f"  component {name}: {', '.join(v for v, _ in versions)}")
+    integration_remote = remotes / "integration.git"
+    git.run(["init", "--quiet", "--bare", "--initial-branch=main", str(integration_remote)])
+    integration = root / "integration"
+    manifest = render_new({"default": dict(first), "edge": dict(first)})
+    init(integration, remote_url=None, config_text=sample.config_toml("../remotes"),
+         manifest_text=manifest)
+    extra = {
+        "stages/unit.py": sample.STAGE_UNIT,
+        "stages/contract.py": sample.STAGE_CONTRACT,
+        "stages/smoke.py": sample.STAGE_SMOKE,
+        "hooks/notify_owner.py": sample.NOTIFY_HOOK,
+    }
+    git.run(["remote", "add", "origin", str(integration_remote)], integration)
+    _publish(integration, extra, "Add stage scripts and the owner notification hook", None)
+    log("  integration repo with configurations default and edge, stages unit → contract → smoke")
+    (root / MARKER).write_text("lockstep demo\n", encoding="utf-8")
+    return Workspace.open(integration)
+
+
+def run_demo(directory: Path | None, log: Callable[[str], None]) -> str:
+    """Build (or reuse) the demo in directory, run the queue, return a summary."""
+    root = Path(tempfile.mkdtemp(prefix="lockstep-demo-")) if directory is None else directory
+    root = root.resolve()
+    if (root / MARKER).exists():
+        log(f"reusing the demo system in {root}")
+        ws = Workspace.open(root / "integration")
+    elif root.exists() and any(root.iterdir()):
+        raise UsageError(f"{root} is not empty and holds no lockstep demo",
+                         "pass a new or empty directory, or omit it")
+    else:
+        log(f"building a sample distributed monolith in {root}")
+        root.mkdir(parents=True, exist_ok=True)
+        ws = build(root, log)
+    store = ops.open_store(ws)
+    submitted = []
+    log("submitting bumps:")
+    with store.tx() as c:
+        earlier = {(i.component, i.version): i for i in reversed(
+            store.items(c, include_terminal=True))}
+    for component, version in sample.SUBMISSIONS:
+        item = earlier.get((component, version))
+        if item is None:
+            item = ops.submit(ws, store, component, version, [], 0)
+            log(f"  {item.id} {component} {version} ({item.sha[:12]}): {item.state.value}")
+        else:
+            log(f"  {item.id} {component} {version}: submitted by an earlier run, "
+                f"{item.state.value}")
+        submitted.append(item.seq)
+    log("running the queue until it is empty:")
+    Worker(ws, store, log=lambda m: log(f"  {m}")).run(RunMode.UNTIL_EMPTY)
+    return _summary(root, ws, store, submitted)
+
+
+def _summary(root: Path, ws: Workspace, store: Store, seqs: list[int]) -> str:
+    lines = ["", f"Summary ({root})"]
+    tags = []
+    with store.tx() as c:
+        items = [store.item(c, s) for s in seqs]
+    for item in items:
+        head = f"  {item.id} {item.component} {item.version}:"
+        outcome = item.outcome or {}
+        if item.state == State.LANDED:
+            tags.append(outcome["tag"])
+            lines.append(f"{head} landed, tagged {outcome['tag']}")
+        elif item.state == State.REJECTED:
+            lines.append(f"{head} REJECTED: {outcome.get('message')}")
+            for line in outcome.get("log_tail", [])[-4:]:
+                lines.append(f"      | {line}")
+        elif item.state == State.SKIPPED:
+            lines.append(f"{head} skipped ({outcome.get('reason')})")
+        else:
+            lines.append(f"{head} {item.state.value}")
+    lines.append(f"integration release tags created: {', '.join(tags) or 'none'}")
+    notes = root / "notifications.jsonl"
+    if notes.exists():
+        events = [json.loads(x) for x in notes.read_text().splitlines() if x.strip()]
+        rejected = sum(1 for e in events if e.get("event") == "rejected")
+        lines.append(f"owner notifications so far: {len(events)} ({rejected} rejections) "
+                     f"in {notes}")
+    cd = f"-C {ws.root}"
+    lines += [
+        "look around:",
+        f"  lockstep queue status {cd}",
+        f"  lockstep manifest show {cd}",
+        f"  lockstep queue logs q3 --stage contract {cd}" if len(seqs) >= 3 else "",
+        f"  git -C {ws.root} log --oneline --decorate",
+    ]
+    return "\n".join(x for x in lines if x)

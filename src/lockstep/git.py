@@ -1,0 +1,206 @@
+"""A typed wrapper over the git CLI: no shell, no prompts, validated names, redacted errors.
+
+Every call runs `git` with stdin closed, terminal prompts off and a timeout; failures raise
+GitError whose message has credentials removed from any URL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockstep import names
+from lockstep.errors import GitError
+
+DEFAULT_TIMEOUT = 120.0
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_AUTH_HEADER = re.compile(r"(?i)(authorization:\s*)(basic|bearer)\s+\S+")
+
+
+def redact(text: str) -> str:
+    """Remove user:password from URLs and Authorization header values."""
+    text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
+    return _AUTH_HEADER.sub(r"\1\2 ***", text)
+
+
+def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for every git call: prompts disabled, batch-mode SSH."""
+    env = dict(os.environ)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GCM_INTERACTIVE"] = "never"
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    env.pop("GIT_INDEX_FILE", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    args: Sequence[str],
+    cwd: Path | None = None,
+    *,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `git ARGS` and return the completed process; raise GitError on failure when check."""
+    cmd = ["git", *args]
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=base_env(env),
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {redact(' '.join(args[:3]))} timed out after {timeout:.0f}s") from None
+    except FileNotFoundError:
+        raise GitError("git is not installed", "install git 2.30 or newer") from None
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        last = err[-1] if err else f"exit code {proc.returncode}"
+        raise GitError(f"git {redact(' '.join(args[:2]))} failed: {redact(last)}")
+    return proc
+
+
+def out(args: Sequence[str], cwd: Path | None = None, **kw: object) -> str:
+    """Run git and return stripped stdout text."""
+    return run(args, cwd, **kw).stdout.decode().strip()  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Name, email and timestamp used for commits and tags; fixed so objects are reproducible."""
+
+    name: str
+    email: str
+    timestamp: int
+
+    def line(self) -> str:
+        """`Name <email> 1700000000 +0000` as in commit and tag headers."""
+        return f"{self.name} <{self.email}> {self.timestamp} +0000"
+
+    def env(self) -> dict[str, str]:
+        """Author and committer variables for git commit-tree."""
+        date = f"{self.timestamp} +0000"
+        return {
+            "GIT_AUTHOR_NAME": self.name,
+            "GIT_AUTHOR_EMAIL": self.email,
+            "GIT_AUTHOR_DATE": date,
+            "GIT_COMMITTER_NAME": self.name,
+            "GIT_COMMITTER_EMAIL": self.email,
+            "GIT_COMMITTER_DATE": date,
+        }
+
+
+def rev_parse(repo: Path, rev: str) -> str | None:
+    """The object a revision names, or None when it does not exist."""
+    proc = run(["rev-parse", "--verify", "--quiet", rev], repo, check=False)
+    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+
+def has_object(repo: Path, sha: str) -> bool:
+    """Whether the repository holds the object."""
+    return run(["cat-file", "-e", sha], repo, check=False).returncode == 0
+
+
+def show_file(repo: Path, commit: str, path: str) -> bytes:
+    """The bytes of a file at a commit."""
+    names.relative_path(path)
+    return run(["show", f"{commit}:{path}"], repo).stdout
+
+
+def tree_of(repo: Path, commit: str) -> str:
+    """The tree SHA of a commit."""
+    return out(["rev-parse", f"{commit}^{{tree}}"], repo)
+
+
+def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
+    """Whether `ancestor` is reachable from `descendant`."""
+    proc = run(["merge-base", "--is-ancestor", ancestor, descendant], repo, check=False)
+    if proc.returncode not in (0, 1):
+        raise GitError(f"git merge-base failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.returncode == 0
+
+
+def tree_with_file(repo: Path, base: str, path: str, content: bytes, index: Path) -> str:
+    """The tree of `base` with one file replaced, written without touching any work tree."""
+    names.relative_path(path)
+    env = {"GIT_INDEX_FILE": str(index)}
+    blob = out(["hash-object", "-w", "--stdin"], repo, input=content)
+    run(["read-tree", base], repo, env=env)
+    run(["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], repo, env=env)
+    tree = out(["write-tree"], repo, env=env)
+    index.unlink(missing_ok=True)
+    return tree
+
+
+def commit_tree(repo: Path, tree: str, parent: str, message: str, who: Identity) -> str:
+    """Create a commit object (same inputs → same SHA)."""
+    return out(
+        ["commit-tree", tree, "-p", parent, "-F", "-"],
+        repo,
+        input=message.encode(),
+        env=who.env(),
+    )
+
+
+def make_tag(repo: Path, name: str, commit: str, message: str, who: Identity) -> str:
+    """Create the annotated tag object and ref (same inputs → same SHA); reuse an identical one."""
+    names.ref_name(name, "tag name")
+    body = (
+        f"object {commit}\ntype commit\ntag {name}\ntagger {who.line()}\n\n"
+        f"{message.rstrip()}\n"
+    )
+    sha = out(["mktag"], repo, input=body.encode())
+    existing = rev_parse(repo, f"refs/tags/{name}")
+    if existing == sha:
+        return sha
+    if existing is not None:
+        run(["update-ref", "-d", f"refs/tags/{name}", existing], repo)
+    run(["update-ref", f"refs/tags/{name}", sha, "0" * 40], repo)
+    return sha
+
+
+def delete_local_tag(repo: Path, name: str) -> None:
+    """Delete a local tag ref if it exists."""
+    names.ref_name(name, "tag name")
+    if rev_parse(repo, f"refs/tags/{name}"):
+        run(["update-ref", "-d", f"refs/tags/{name}"], repo)
+
+
+def ls_remote(repo: Path, remote: str, *patterns: str) -> dict[str, str]:
+    """Refs on a remote (peeled tags as `name^{}`), by full ref name."""
+    refs: dict[str, str] = {}
+    text = out(["ls-remote", "--", remote, *patterns], repo)
+    for line in text.splitlines():
+        sha, _, ref = line.partition("\t")
+        refs[ref] = sha
+    return refs
+
+
+def fetch(repo: Path, remote: str, *refspecs: str) -> None:
+    """Fetch refspecs from a remote (name or URL)."""
+    run(["fetch", "--quiet", "--no-tags", "--", remote, *refspecs], repo)
+
+
+def push(repo: Path, remote: str, refspecs: Sequence[str], *, lease: str | None = None,
+         atomic: bool = True) -> None:
+    """Push refspecs; with `lease` (`ref:expected`) only if the remote ref is exactly that."""
+    args = ["push", "--quiet", "--porcelain"]
+    if atomic:
+        args.append("--atomic")
+    if lease:
+        args.append(f"--force-with-lease={lease}")
+    run([*args, "--", remote, *refspecs], repo)

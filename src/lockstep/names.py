@@ -1,0 +1,103 @@
+"""Validation of every name that reaches git, the filesystem or a process: checked before use."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+from lockstep.errors import ValidationError
+
+_COMPONENT = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+_CONFIG = _COMPONENT
+_ITEM = re.compile(r"^q[0-9]+$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+# git check-ref-format rules plus a conservative character set: no shell metacharacters at all.
+_REF_CHARS = re.compile(r"^[A-Za-z0-9._/+-]+$")
+
+
+def component_name(name: str) -> str:
+    """A component name: lowercase letters, digits, '.', '_', '-'; starts and ends alphanumeric."""
+    if not _COMPONENT.match(name) or ".." in name:
+        raise ValidationError(
+            f"invalid component name {name!r}",
+            "use lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric",
+        )
+    return name
+
+
+def configuration_name(name: str) -> str:
+    """A configuration name: same alphabet as component names."""
+    if not _CONFIG.match(name) or ".." in name:
+        raise ValidationError(
+            f"invalid configuration name {name!r}",
+            "use lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric",
+        )
+    return name
+
+
+def ref_name(name: str, what: str = "ref name") -> str:
+    """A git ref or tag name safe to pass as an argument (git check-ref-format, stricter)."""
+    problem = _ref_problem(name)
+    if problem:
+        raise ValidationError(
+            f"invalid {what} {name!r}: {problem}",
+            "use letters, digits and '.', '_', '-', '/', '+' only, e.g. v1.4.2",
+        )
+    return name
+
+
+def _ref_problem(name: str) -> str | None:
+    if not name:
+        return "it is empty"
+    if name != name.strip() or any(c.isspace() for c in name):
+        return "it contains whitespace"
+    if name.startswith("-"):
+        return "it starts with '-'"
+    if not _REF_CHARS.match(name):
+        return "it contains characters other than letters, digits, '.', '_', '-', '/', '+'"
+    if ".." in name or "//" in name or "@{" in name:
+        return "it contains '..' or '//'"
+    if name.startswith(("/", ".")) or name.endswith(("/", ".", ".lock")):
+        return "it starts or ends with '/' or '.', or ends with '.lock'"
+    if any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
+        return "a path component starts with '.' or ends with '.lock'"
+    if len(name) > 200:
+        return "it is longer than 200 characters"
+    return None
+
+
+def version(value: str) -> str:
+    """A component version: a tag name in the component's repository."""
+    return ref_name(value, "version")
+
+
+def item_id(value: str) -> str:
+    """A queue item id such as q12."""
+    if not _ITEM.match(value):
+        raise ValidationError(f"invalid item id {value!r}", "item ids look like q12")
+    return value
+
+
+def sha(value: str) -> str:
+    """A full 40-hex commit SHA."""
+    if not _SHA.match(value):
+        raise ValidationError(f"invalid commit SHA {value!r}", "expected 40 lowercase hex digits")
+    return value
+
+
+def relative_path(value: str, what: str = "path") -> str:
+    """A relative path inside a repository: no absolute paths, no '..', no leading '-'."""
+    p = PurePosixPath(value)
+    if (
+        not value
+        or p.is_absolute()
+        or ".." in p.parts
+        or value.startswith("-")
+        or "\\" in value
+        or "\0" in value
+    ):
+        raise ValidationError(
+            f"invalid {what} {value!r}",
+            "use a relative path inside the repository without '..'",
+        )
+    return value

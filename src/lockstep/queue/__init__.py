@@ -1,0 +1,1 @@
+"""The integration queue: model, pure scheduler, durable store, worker and notifications."""

@@ -1,0 +1,153 @@
+"""Landing a passed candidate and repairing a half-done landing (spec/queue.md §2.3, §2.4).
+
+The journal row holds every input of the commit and tag objects, so recreating them gives the
+same SHAs; `reconcile` looks at the remote and converges from whatever point a crash left.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from lockstep import faults, git
+from lockstep.errors import GitError
+from lockstep.workspace import Workspace
+
+MAX_TAG_N = 100_000
+
+
+class Result(StrEnum):
+    """How a reconcile ended."""
+
+    LANDED = "landed"
+    UNDONE = "undone"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of reconciling a journal row."""
+
+    result: Result
+    commit: str | None = None
+    tag: str | None = None
+    tag_object: str | None = None
+    renamed_tag: str | None = None
+
+
+def tag_pattern(fmt: str, when: datetime) -> re.Pattern[str]:
+    """A regex matching this month's tags of a tag format, capturing N."""
+    marker = "\x00"
+    text = fmt.replace("{n}", marker).format(year=when.year, month=when.month)
+    return re.compile("^" + re.escape(text).replace(marker, "([0-9]+)") + "$")
+
+
+def next_tag_name(fmt: str, taken: set[str], when: datetime) -> str:
+    """1 + the highest N of this month's tags (remote and local names both count)."""
+    pattern = tag_pattern(fmt, when)
+    highest = 0
+    for name in taken:
+        m = pattern.match(name)
+        if m:
+            highest = max(highest, int(m.group(1)))
+    return fmt.format(year=when.year, month=when.month, n=highest + 1)
+
+
+def remote_tags(ws: Workspace) -> dict[str, str]:
+    """Tag name → peeled commit SHA on the integration remote."""
+    refs = git.ls_remote(ws.root, ws.remote, "refs/tags/*")
+    tags: dict[str, str] = {}
+    for ref, sha in refs.items():
+        name = ref.removeprefix("refs/tags/")
+        if name.endswith("^{}"):
+            tags[name[:-3]] = sha
+        else:
+            tags.setdefault(name, sha)
+    return tags
+
+
+def identity(journal: dict[str, Any]) -> git.Identity:
+    """The fixed author/committer/tagger of a journal row."""
+    return git.Identity(journal["who_name"], journal["who_email"], journal["timestamp"])
+
+
+def create_objects(ws: Workspace, journal: dict[str, Any], manifest_text: str) -> tuple[str, str]:
+    """(Re)create the landing's commit and tag; same journal → same SHAs."""
+    tree = journal["tree"]
+    if not git.has_object(ws.root, tree):
+        index = ws.state_dir / f"index.landing.{journal['id']}"
+        tree = git.tree_with_file(
+            ws.root, journal["base"], ws.manifest_path, manifest_text.encode(), index
+        )
+    who = identity(journal)
+    commit = git.commit_tree(ws.root, tree, journal["base"], journal["commit_message"], who)
+    faults.crashpoint("after-commit")
+    tag = git.make_tag(ws.root, journal["tag_name"], commit, journal["tag_message"], who)
+    faults.crashpoint("after-tag")
+    return commit, tag
+
+
+def reconcile(ws: Workspace, journal: dict[str, Any], manifest_text: str) -> Outcome:
+    """Drive one journal row to landed or undone, whatever state the repo and remote are in."""
+    head = ws.remote_head()
+    tags = remote_tags(ws)
+    name = journal["tag_name"]
+    base = journal["base"]
+    commit, tag = create_objects(ws, journal, manifest_text)
+    if name in tags and tags[name] != commit:
+        # (b) someone else took the name: pick the next free one; the caller rewrites the journal.
+        git.delete_local_tag(ws.root, name)
+        when = datetime.fromtimestamp(journal["timestamp"], UTC)
+        new = next_tag_name(ws.config.integration.tag_format, set(tags), when)
+        return Outcome(Result.UNDONE, renamed_tag=new)
+    branch_ref = f"refs/heads/{ws.branch}"
+    if name in tags:
+        # (a) the tag is on the remote at our commit.
+        if head == base:
+            _push(ws, [f"{commit}:{branch_ref}"], lease=f"{branch_ref}:{base}")
+        elif not git.is_ancestor(ws.root, commit, head):
+            return _undo(ws, name)
+        return Outcome(Result.LANDED, commit, name, tag)
+    if head == base:
+        # (c) nothing of ours is on the remote: push branch and tag atomically.
+        _push(ws, [f"{commit}:{branch_ref}", f"refs/tags/{name}:refs/tags/{name}"],
+              lease=f"{branch_ref}:{base}")
+        faults.crashpoint("after-push")
+        return Outcome(Result.LANDED, commit, name, tag)
+    if git.is_ancestor(ws.root, commit, head):
+        # (d) the branch has our commit but the tag is missing.
+        _push(ws, [f"refs/tags/{name}:refs/tags/{name}"])
+        faults.crashpoint("after-push")
+        return Outcome(Result.LANDED, commit, name, tag)
+    # (e) the base moved under us: nothing of ours was published.
+    return _undo(ws, name)
+
+
+def _undo(ws: Workspace, name: str) -> Outcome:
+    git.delete_local_tag(ws.root, name)
+    return Outcome(Result.UNDONE)
+
+
+def _push(ws: Workspace, refspecs: list[str], lease: str | None = None) -> None:
+    try:
+        git.push(ws.root, ws.remote, refspecs, lease=lease, atomic=True)
+    except GitError as exc:
+        raise GitError(
+            f"push to {ws.remote!r} was refused: {exc.message}",
+            "the next `lockstep queue run` re-checks the remote and repairs the landing",
+        ) from None
+
+
+def fast_forward_checkout(ws: Workspace, commit: str) -> bool:
+    """Move the local integration branch to the landed commit when that is a fast-forward."""
+    current = git.out(["symbolic-ref", "--quiet", "--short", "HEAD"], ws.root, check=False)
+    if current != ws.branch:
+        local = git.rev_parse(ws.root, f"refs/heads/{ws.branch}")
+        if local is None or git.is_ancestor(ws.root, local, commit):
+            git.run(["update-ref", f"refs/heads/{ws.branch}", commit], ws.root)
+            return True
+        return False
+    proc = git.run(["merge", "--ff-only", "--quiet", commit], ws.root, check=False)
+    return proc.returncode == 0

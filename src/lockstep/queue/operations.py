@@ -1,0 +1,242 @@
+"""User operations on the queue: submit, cancel, pause, resume and the status/show views.
+
+These are what the CLI calls; they validate every input before touching the store, so bad
+input changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lockstep import names
+from lockstep.errors import NotFoundError, StateError, UsageError
+from lockstep.queue import scheduler
+from lockstep.queue.model import State, order
+from lockstep.queue.store import Item, Store
+from lockstep.workspace import Workspace
+
+
+def open_store(ws: Workspace) -> Store:
+    """The workspace's store (created on first use)."""
+    return Store.open(ws.store_path)
+
+
+def parse_item_id(value: str) -> int:
+    """`q12` (or `12`) → 12."""
+    value = value.strip()
+    if value.isdigit():
+        value = f"q{value}"
+    names.item_id(value)
+    return int(value[1:])
+
+
+def submit(ws: Workspace, store: Store, component: str, version: str,
+           configurations: list[str], priority: int) -> Item:
+    """Resolve the version to a SHA now and queue the bump (or record it as already pinned)."""
+    ws.config.component(component)
+    names.version(version)
+    for cfg in configurations:
+        names.configuration_name(cfg)
+    if not -1000 <= priority <= 1000:
+        raise UsageError(f"priority {priority} is out of range", "use -1000 to 1000")
+    head = ws.remote_head()
+    manifest = ws.manifest_at(head)
+    for cfg in configurations:
+        if cfg not in manifest.configurations:
+            raise NotFoundError(
+                f"unknown configuration {cfg!r}",
+                f"configurations in the manifest: {', '.join(manifest.configurations)}",
+            )
+    targets = list(dict.fromkeys(configurations)) or (
+        manifest.configurations_pinning(component) or ["default"]
+    )
+    sha = ws.components.resolve(component, version)
+    already = all(
+        (pin := manifest.pin(cfg, component)) is not None and pin.sha == sha for cfg in targets
+    )
+    with store.tx() as c:
+        if already:
+            seq = store.add_item(
+                c, component=component, version=version, sha=sha, configurations=targets,
+                priority=priority, state=State.SKIPPED,
+                outcome={"reason": "already-pinned", "by": None},
+            )
+        else:
+            seq = store.add_item(
+                c, component=component, version=version, sha=sha, configurations=targets,
+                priority=priority,
+            )
+        return store.item(c, seq)
+
+
+def cancel(store: Store, seq: int, who: str) -> Item:
+    """Cancel an item that has not started landing (spec/queue.md §3.5)."""
+    with store.tx() as c:
+        item = store.item(c, seq)
+        if item.state == State.CANCELLED:
+            return item
+        if item.state == State.LANDING:
+            raise StateError(f"cannot cancel {item.id}: landing in progress",
+                             "it will land or be retested; check `lockstep queue show`")
+        if item.state.terminal:
+            raise StateError(f"cannot cancel {item.id}: it is already {item.state.value}")
+        store.transition(
+            c, seq, {State.QUEUED, State.TESTING, State.FAILING, State.PASSED},
+            State.CANCELLED, outcome={"by": who, "at": time.time()}, holder=None,
+            lease_token=None, lease_expires_at=None,
+        )
+        return store.item(c, seq)
+
+
+def pause(store: Store, reason: str = "user") -> None:
+    """Stop starting work; submissions are still accepted."""
+    with store.tx() as c:
+        store.update_queue(c, paused=1, paused_reason=reason)
+
+
+def resume(store: Store) -> None:
+    """Start work again and reset the infrastructure-failure streak."""
+    with store.tx() as c:
+        store.update_queue(c, paused=0, paused_reason=None, infra_streak=0)
+
+
+def _wait_reasons(store: Store, c: Any, max_recoveries: int) -> tuple[dict[str, str], list[str]]:
+    view = store.view(c, max_recoveries)
+    plan = scheduler.decide(view)
+    return plan.wait_reasons, [i.id for i in order(view.items)]
+
+
+def status(ws: Workspace, store: Store) -> dict[str, Any]:
+    """The `queue status --json` document."""
+    with store.tx() as c:
+        q = store.queue(c)
+        items = store.items(c)
+        reasons, ordered = _wait_reasons(store, c, ws.config.queue.max_recoveries)
+        runners = []
+        for item in items:
+            if item.state in (State.TESTING, State.LANDING) and item.holder:
+                runs = store.runs(c, item.seq)
+                current = runs[-1] if runs and runs[-1]["state"] == "running" else None
+                runners.append({
+                    "worker": item.holder,
+                    "runner": 0,
+                    "run": {
+                        "item": item.id,
+                        "stage": current["stage"] if current else None,
+                        "configuration": current["configuration"] if current else None,
+                        "landing": item.state == State.LANDING,
+                    },
+                })
+        recent = store.items(c, include_terminal=True)
+    by_id = {i.id: i for i in items}
+    terminal = [i for i in recent if i.state.terminal][-10:]
+    state = "paused" if q.paused else ("running" if runners else ("idle" if not items else
+                                                                 "waiting"))
+    return {
+        "queue": {
+            "mode": q.mode,
+            "state": state,
+            "paused_reason": q.paused_reason,
+            "window": 1,
+            "runners": runners,
+        },
+        "items": [
+            _item_summary(by_id[i], pos, reasons.get(i)) for pos, i in enumerate(ordered, 1)
+        ],
+        "recent": [_item_summary(i, None, None) for i in reversed(terminal)],
+    }
+
+
+def _item_summary(item: Item, position: int | None, wait: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": item.id,
+        "state": item.state.value,
+        "component": item.component,
+        "version": item.version,
+        "sha": item.sha,
+        "digest": item.digest,
+        "configurations": item.configurations,
+        "priority": item.priority,
+        "seq": item.seq,
+        "position": position,
+        "wait_reason": wait,
+        "submitted_at": _iso(item.submitted_at),
+        "attempt": item.attempt,
+        "recoveries": item.recoveries,
+    }
+    if item.state == State.LANDED and item.outcome:
+        out["landed"] = {"commit": item.outcome.get("commit"), "tag": item.outcome.get("tag")}
+    elif item.state == State.REJECTED and item.outcome:
+        out["rejection"] = item.outcome
+    elif item.state == State.SKIPPED and item.outcome:
+        out["skipped"] = item.outcome
+    elif item.state == State.CANCELLED and item.outcome:
+        out["cancelled"] = {"by": item.outcome.get("by"), "at": _iso(item.outcome.get("at"))}
+    return out
+
+
+def show(ws: Workspace, store: Store, seq: int) -> dict[str, Any]:
+    """The `queue show ID --json` document."""
+    with store.tx() as c:
+        item = store.item(c, seq)
+        runs = store.runs(c, seq)
+        reasons, ordered = _wait_reasons(store, c, ws.config.queue.max_recoveries)
+        deliveries = store.outbox_rows(c, seq)
+    position = ordered.index(item.id) + 1 if item.id in ordered else None
+    out = _item_summary(item, position, reasons.get(item.id))
+    cand = item.candidate
+    out["candidate"] = (
+        {"tree": cand["tree"], "base": cand["base"], "items": cand["items"],
+         "configurations": cand["configurations"]} if cand else None
+    )
+    out["runs"] = [
+        {
+            "stage": r["stage"],
+            "configuration": r["configuration"],
+            "state": r["state"],
+            "attempt": r["attempt"],
+            "try": r["try_no"],
+            "exit_code": r["exit_code"],
+            "started_at": _iso(r["started_at"]),
+            "ended_at": _iso(r["ended_at"]),
+            "worker": r["worker"],
+            "runner": 0,
+            "log": str(ws.state_dir / r["log"]),
+        }
+        for r in runs
+    ]
+    out["notifications"] = [
+        {"event": d["event"], "delivery": d["delivery_id"], "state": d["state"],
+         "attempts": d["attempts"], "last_error": d["last_error"]}
+        for d in deliveries
+    ]
+    return out
+
+
+def log_files(ws: Workspace, store: Store, seq: int, stage: str | None,
+              configuration: str | None) -> list[tuple[dict[str, Any], Path]]:
+    """The log file of each run of an item, filtered by stage and configuration."""
+    if stage is not None:
+        names.configuration_name(stage)
+        if stage not in {s.name for s in ws.config.stages}:
+            raise NotFoundError(f"unknown stage {stage!r}",
+                                f"stages: {', '.join(s.name for s in ws.config.stages)}")
+    if configuration is not None:
+        names.configuration_name(configuration)
+    with store.tx() as c:
+        store.item(c, seq)
+        runs = store.runs(c, seq)
+    return [
+        (r, ws.state_dir / r["log"])
+        for r in runs
+        if (stage is None or r["stage"] == stage)
+        and (configuration is None or r["configuration"] == configuration)
+    ]
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,133 @@
+"""The queue's tables (SQLAlchemy Core), shared by the SQLite and PostgreSQL stores."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+metadata = MetaData()
+
+schema_info = Table(
+    "schema_info",
+    metadata,
+    Column("version", Integer, primary_key=True),
+)
+
+queues = Table(
+    "queues",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mode", String(16), nullable=False, default="serial"),
+    Column("paused", Integer, nullable=False, default=0),
+    Column("paused_reason", String(64)),
+    Column("infra_streak", Integer, nullable=False, default=0),
+    Column("landing_holder", String(128)),
+    Column("landing_epoch", Integer, nullable=False, default=0),
+    Column("landing_expires_at", Float),
+    Column("lease_seq", Integer, nullable=False, default=0),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("queue_id", Integer, ForeignKey("queues.id"), nullable=False),
+    Column("component", String(64), nullable=False),
+    Column("version", String(200), nullable=False),
+    Column("sha", String(40), nullable=False),
+    Column("digest", String(100)),
+    Column("configurations", Text, nullable=False),  # JSON list: the targets at submit
+    Column("priority", Integer, nullable=False, default=0),
+    Column("state", String(16), nullable=False, index=True),
+    Column("submitted_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("recoveries", Integer, nullable=False, default=0),
+    Column("holder", String(128)),
+    Column("lease_token", Integer),
+    Column("lease_expires_at", Float),
+    Column("candidate", Text),  # JSON: base, tree, configurations, manifest text, old versions
+    Column("outcome", Text),  # JSON: landed / rejection / skipped / cancelled details
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_seq", Integer, ForeignKey("items.seq"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("configuration", String(64), nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("try_no", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("exit_code", Integer),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("worker", String(128), nullable=False),
+    Column("log", Text, nullable=False),
+)
+
+landings = Table(
+    "landings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_seq", Integer, ForeignKey("items.seq"), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # open, landed, undone
+    Column("base", String(40), nullable=False),
+    Column("tree", String(40), nullable=False),
+    Column("commit_sha", String(40)),
+    Column("commit_message", Text, nullable=False),
+    Column("tag_name", String(200), nullable=False),
+    Column("tag_message", Text, nullable=False),
+    Column("tag_sha", String(40)),
+    Column("who_name", String(200), nullable=False),
+    Column("who_email", String(200), nullable=False),
+    Column("timestamp", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(64), nullable=False, unique=True),
+    Column("event", String(32), nullable=False),
+    Column("item_seq", Integer, ForeignKey("items.seq")),
+    Column("notifier", Integer, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("item_seq", Integer),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_started", Float, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)

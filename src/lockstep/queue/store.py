@@ -1,0 +1,430 @@
+"""Durable queue state in SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE); one schema for all.
+
+Every state transition is a compare-and-set inside one transaction, so two workers on one store
+never claim the same item and a SIGKILL leaves either the old or the new state, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy.pool import NullPool
+
+from lockstep.errors import NotFoundError, StateError
+from lockstep.queue import schema as s
+from lockstep.queue.model import TERMINAL, ItemView, QueueView, State, item_id
+
+QUEUE_ID = 1
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item row, decoded."""
+
+    seq: int
+    component: str
+    version: str
+    sha: str
+    digest: str | None
+    configurations: list[str]
+    priority: int
+    state: State
+    submitted_at: float
+    updated_at: float
+    attempt: int
+    recoveries: int
+    holder: str | None
+    lease_token: int | None
+    lease_expires_at: float | None
+    candidate: dict[str, Any] | None
+    outcome: dict[str, Any] | None
+
+    @property
+    def id(self) -> str:
+        """The public id, q<seq>."""
+        return item_id(self.seq)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Item:
+        """Decode a database row."""
+        m = row._mapping
+        return cls(
+            seq=m["seq"],
+            component=m["component"],
+            version=m["version"],
+            sha=m["sha"],
+            digest=m["digest"],
+            configurations=json.loads(m["configurations"]),
+            priority=m["priority"],
+            state=State(m["state"]),
+            submitted_at=m["submitted_at"],
+            updated_at=m["updated_at"],
+            attempt=m["attempt"],
+            recoveries=m["recoveries"],
+            holder=m["holder"],
+            lease_token=m["lease_token"],
+            lease_expires_at=m["lease_expires_at"],
+            candidate=json.loads(m["candidate"]) if m["candidate"] else None,
+            outcome=json.loads(m["outcome"]) if m["outcome"] else None,
+        )
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """The queue's own row."""
+
+    mode: str
+    paused: bool
+    paused_reason: str | None
+    infra_streak: int
+    landing_holder: str | None
+    landing_epoch: int
+    landing_expires_at: float | None
+
+
+def _pk(result: Any) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{path}",
+        poolclass=NullPool,
+        connect_args={"timeout": 5.0, "isolation_level": None},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Store:
+    """The queue store; methods take a connection from `tx()` so callers group writes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the SQLite store at path."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(_sqlite_engine(path))
+        store._init()
+        return store
+
+    def _init(self) -> None:
+        s.metadata.create_all(self.engine)
+        with self.tx() as c:
+            if c.execute(select(s.schema_info.c.version)).first() is None:
+                c.execute(insert(s.schema_info).values(version=s.SCHEMA_VERSION))
+            if c.execute(select(s.queues.c.id).where(s.queues.c.id == QUEUE_ID)).first() is None:
+                c.execute(insert(s.queues).values(id=QUEUE_ID, mode="serial", paused=0))
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Release database resources."""
+        self.engine.dispose()
+
+    # --- queue row -------------------------------------------------------------------------
+
+    def queue(self, c: Connection) -> QueueRow:
+        """The queue's row."""
+        m = c.execute(select(s.queues).where(s.queues.c.id == QUEUE_ID)).one()._mapping
+        return QueueRow(
+            mode=m["mode"],
+            paused=bool(m["paused"]),
+            paused_reason=m["paused_reason"],
+            infra_streak=m["infra_streak"],
+            landing_holder=m["landing_holder"],
+            landing_epoch=m["landing_epoch"],
+            landing_expires_at=m["landing_expires_at"],
+        )
+
+    def update_queue(self, c: Connection, **values: Any) -> None:
+        """Update columns of the queue row."""
+        c.execute(update(s.queues).where(s.queues.c.id == QUEUE_ID).values(**values))
+
+    def next_lease_token(self, c: Connection) -> int:
+        """A fresh, monotonically increasing lease token."""
+        c.execute(
+            update(s.queues)
+            .where(s.queues.c.id == QUEUE_ID)
+            .values(lease_seq=s.queues.c.lease_seq + 1)
+        )
+        return int(
+            c.execute(select(s.queues.c.lease_seq).where(s.queues.c.id == QUEUE_ID)).scalar_one()
+        )
+
+    # --- items -----------------------------------------------------------------------------
+
+    def add_item(
+        self,
+        c: Connection,
+        *,
+        component: str,
+        version: str,
+        sha: str,
+        configurations: list[str],
+        priority: int,
+        state: State = State.QUEUED,
+        outcome: dict[str, Any] | None = None,
+    ) -> int:
+        """Insert a submission; returns its seq."""
+        now = time.time()
+        result = c.execute(
+            insert(s.items).values(
+                queue_id=QUEUE_ID,
+                component=component,
+                version=version,
+                sha=sha,
+                configurations=json.dumps(configurations),
+                priority=priority,
+                state=state.value,
+                submitted_at=now,
+                updated_at=now,
+                attempt=0,
+                recoveries=0,
+                outcome=json.dumps(outcome) if outcome else None,
+            )
+        )
+        seq = _pk(result)
+        self.add_event(c, seq, "submitted", {"component": component, "version": version})
+        return seq
+
+    def item(self, c: Connection, seq: int) -> Item:
+        """One item, or NotFoundError."""
+        row = c.execute(select(s.items).where(s.items.c.seq == seq)).first()
+        if row is None:
+            raise NotFoundError(f"no item {item_id(seq)}", "see `lockstep queue status`")
+        return Item.from_row(row)
+
+    def items(self, c: Connection, *, include_terminal: bool = False) -> list[Item]:
+        """Items by seq; by default only the non-terminal ones."""
+        q = select(s.items).order_by(s.items.c.seq)
+        if not include_terminal:
+            q = q.where(s.items.c.state.not_in([t.value for t in TERMINAL]))
+        return [Item.from_row(r) for r in c.execute(q)]
+
+    def transition(
+        self, c: Connection, seq: int, expect: set[State], to: State, **values: Any
+    ) -> bool:
+        """Compare-and-set an item's state; False when it was not in one of `expect`."""
+        for key in ("candidate", "outcome"):
+            if key in values and values[key] is not None and not isinstance(values[key], str):
+                values[key] = json.dumps(values[key])
+        result = c.execute(
+            update(s.items)
+            .where(s.items.c.seq == seq, s.items.c.state.in_([e.value for e in expect]))
+            .values(state=to.value, updated_at=time.time(), **values)
+        )
+        if result.rowcount:
+            self.add_event(c, seq, to.value, {})
+        return bool(result.rowcount)
+
+    def set_item(self, c: Connection, seq: int, **values: Any) -> None:
+        """Update item columns without a state change."""
+        c.execute(update(s.items).where(s.items.c.seq == seq).values(**values))
+
+    def renew_lease(self, c: Connection, seq: int, token: int, ttl: float) -> bool:
+        """Extend a lease if it is still ours; False means it was lost (cancelled, taken over)."""
+        result = c.execute(
+            update(s.items)
+            .where(
+                s.items.c.seq == seq,
+                s.items.c.lease_token == token,
+                s.items.c.state.in_([State.TESTING.value, State.LANDING.value]),
+            )
+            .values(lease_expires_at=time.time() + ttl)
+        )
+        return bool(result.rowcount)
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def add_run(self, c: Connection, **values: Any) -> int:
+        """Record a run that is starting; returns its id."""
+        return _pk(c.execute(insert(s.runs).values(**values)))
+
+    def finish_run(self, c: Connection, run_id: int, state: str, exit_code: int | None) -> None:
+        """Record a run's result."""
+        c.execute(
+            update(s.runs)
+            .where(s.runs.c.id == run_id)
+            .values(state=state, exit_code=exit_code, ended_at=time.time())
+        )
+
+    def runs(self, c: Connection, seq: int) -> list[dict[str, Any]]:
+        """Every run of an item, oldest first."""
+        q = select(s.runs).where(s.runs.c.item_seq == seq).order_by(s.runs.c.id)
+        return [dict(r._mapping) for r in c.execute(q)]
+
+    # --- landings --------------------------------------------------------------------------
+
+    def add_landing(self, c: Connection, **values: Any) -> int:
+        """Write a landing journal row; returns its id."""
+        values.setdefault("created_at", time.time())
+        return _pk(c.execute(insert(s.landings).values(**values)))
+
+    def open_landing(self, c: Connection, seq: int) -> dict[str, Any] | None:
+        """The open journal row of an item, if any."""
+        row = c.execute(
+            select(s.landings).where(s.landings.c.item_seq == seq, s.landings.c.state == "open")
+        ).first()
+        return dict(row._mapping) if row else None
+
+    def update_landing(self, c: Connection, landing_id: int, **values: Any) -> None:
+        """Update a journal row."""
+        c.execute(update(s.landings).where(s.landings.c.id == landing_id).values(**values))
+
+    def landed_since(self, c: Connection, component: str, since: float) -> list[Item]:
+        """Items of a component landed after a time, oldest first."""
+        q = (
+            select(s.items)
+            .where(
+                s.items.c.component == component,
+                s.items.c.state == State.LANDED.value,
+                s.items.c.updated_at > since,
+            )
+            .order_by(s.items.c.updated_at)
+        )
+        return [Item.from_row(r) for r in c.execute(q)]
+
+    # --- outbox and events -----------------------------------------------------------------
+
+    def add_outbox(self, c: Connection, event_name: str, seq: int | None, notifier: int,
+                   payload: dict[str, Any]) -> str:
+        """Queue a notifier delivery; returns its stable delivery id."""
+        delivery = uuid.uuid4().hex
+        payload = {**payload, "delivery": delivery}
+        c.execute(
+            insert(s.outbox).values(
+                delivery_id=delivery,
+                event=event_name,
+                item_seq=seq,
+                notifier=notifier,
+                payload=json.dumps(payload, sort_keys=True),
+                state="pending",
+                attempts=0,
+                next_attempt_at=time.time(),
+            )
+        )
+        return delivery
+
+    def due_outbox(self, c: Connection, now: float) -> list[dict[str, Any]]:
+        """Pending deliveries whose next attempt is due."""
+        q = (
+            select(s.outbox)
+            .where(s.outbox.c.state == "pending", s.outbox.c.next_attempt_at <= now)
+            .order_by(s.outbox.c.id)
+        )
+        return [dict(r._mapping) for r in c.execute(q)]
+
+    def outbox_rows(self, c: Connection, seq: int | None = None) -> list[dict[str, Any]]:
+        """Every outbox row (of one item when seq is given)."""
+        q = select(s.outbox).order_by(s.outbox.c.id)
+        if seq is not None:
+            q = q.where(s.outbox.c.item_seq == seq)
+        return [dict(r._mapping) for r in c.execute(q)]
+
+    def update_outbox(self, c: Connection, row_id: int, **values: Any) -> None:
+        """Record a delivery attempt."""
+        c.execute(update(s.outbox).where(s.outbox.c.id == row_id).values(**values))
+
+    def add_event(self, c: Connection, seq: int | None, kind: str, detail: dict[str, Any]) -> None:
+        """Append to the event log."""
+        c.execute(
+            insert(s.events).values(
+                at=time.time(), item_seq=seq, kind=kind, detail=json.dumps(detail, sort_keys=True)
+            )
+        )
+
+    # --- workers and liveness --------------------------------------------------------------
+
+    def register_worker(self, c: Connection) -> str:
+        """Record this process as a worker; returns its id."""
+        pid = os.getpid()
+        worker = f"{HOST}:{pid}:{uuid.uuid4().hex[:6]}"
+        now = time.time()
+        c.execute(
+            insert(s.workers).values(
+                id=worker,
+                host=HOST,
+                pid=pid,
+                pid_started=psutil.Process(pid).create_time(),
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+        return worker
+
+    def worker_alive(self, c: Connection, worker: str | None, lease_expires_at: float | None,
+                     now: float) -> bool:
+        """Whether a holder still works: a dead pid on this host is dead at once, else the lease."""
+        if not worker:
+            return False
+        row = c.execute(select(s.workers).where(s.workers.c.id == worker)).first()
+        if row is None:
+            return False
+        m = row._mapping
+        if m["host"] == HOST:
+            try:
+                proc = psutil.Process(m["pid"])
+                if abs(proc.create_time() - m["pid_started"]) > 1.0:
+                    return False
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.NoSuchProcess:
+                return False
+        return lease_expires_at is not None and lease_expires_at > now
+
+    def view(self, c: Connection, max_recoveries: int) -> QueueView:
+        """The scheduler's snapshot of the queue."""
+        now = time.time()
+        q = self.queue(c)
+        views = tuple(
+            ItemView(
+                id=i.id,
+                seq=i.seq,
+                priority=i.priority,
+                state=i.state,
+                holder_alive=self.worker_alive(c, i.holder, i.lease_expires_at, now),
+                recoveries=i.recoveries,
+            )
+            for i in self.items(c)
+        )
+        return QueueView(q.paused, views, max_recoveries, q.paused_reason)
+
+
+def require_state(item: Item, allowed: set[State], action: str) -> None:
+    """Raise StateError unless the item is in one of the allowed states."""
+    if item.state not in allowed:
+        raise StateError(f"cannot {action} {item.id}: it is {item.state.value}")

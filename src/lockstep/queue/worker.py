@@ -1,0 +1,511 @@
+"""The queue worker: the imperative shell around the pure scheduler.
+
+Each step reads a snapshot in one transaction, asks `scheduler.decide` what to do, claims the
+work with a compare-and-set, then does the slow part (stages, git) outside any transaction while
+a heartbeat thread keeps the lease alive.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from lockstep import faults, git
+from lockstep.config import Stage
+from lockstep.errors import LockstepError
+from lockstep.manifest import Manifest, Pin
+from lockstep.queue import candidate as candidate_mod
+from lockstep.queue import landing, notify, scheduler
+from lockstep.queue.model import Reason, RejectKind, State, item_id
+from lockstep.queue.store import Item, Store
+from lockstep.stages import Outcome, RunResult, extract_tree, fresh_dir, run_command, tail
+from lockstep.workspace import Workspace
+
+
+class RunMode(StrEnum):
+    """How long `queue run` works."""
+
+    ONCE = "once"
+    UNTIL_EMPTY = "until-empty"
+    FOREVER = "forever"
+
+
+@dataclass
+class WorkerReport:
+    """What one `queue run` did, for the CLI summary."""
+
+    landed: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+
+
+class LeaseLost(Exception):
+    """The item was cancelled or taken over while this worker held it."""
+
+
+class Worker:
+    """One `lockstep queue run` process."""
+
+    def __init__(self, ws: Workspace, store: Store,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.ws = ws
+        self.store = store
+        self.settings = ws.config.queue
+        self.log = log or (lambda _msg: None)
+        self.report = WorkerReport()
+        with store.tx() as c:
+            self.id = store.register_worker(c)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self, mode: RunMode, poll: float = 1.0) -> WorkerReport:
+        """Work until the mode says stop."""
+        while True:
+            did = self.step()
+            self.deliver()
+            if mode == RunMode.ONCE and did:
+                break
+            if not did:
+                if mode != RunMode.FOREVER:
+                    break
+                time.sleep(poll)
+        return self.report
+
+    def deliver(self) -> None:
+        """Send due notifier deliveries (never raises: a notifier must not block the queue)."""
+        try:
+            notify.deliver_due(self.store, self.ws.config, self.settings.notify_attempts,
+                              cwd=self.ws.root)
+        except LockstepError as exc:
+            self.log(f"notifier delivery failed: {exc.one_line()}")
+
+    def step(self) -> bool:
+        """One scheduling round; False when there was nothing to do now."""
+        with self.store.tx() as c:
+            plan = scheduler.decide(self.store.view(c, self.settings.max_recoveries))
+            claims = [self._claim(c, d) for d in plan.decisions]
+        work = [w for w in claims if w is not None]
+        if not work:
+            return False
+        for action in work:
+            action()
+        return True
+
+    def _claim(self, c: Any, decision: scheduler.Decision) -> Callable[[], None] | None:
+        """Take the item for this worker inside the scheduling transaction."""
+        seq = int(decision.item[1:])
+        item = self.store.item(c, seq)
+        token = self.store.next_lease_token(c)
+        lease = dict(holder=self.id, lease_token=token,
+                     lease_expires_at=time.time() + self.settings.lease_ttl)
+        if isinstance(decision, scheduler.Recover) and decision.state == State.TESTING:
+            if decision.give_up:
+                reason = Reason(RejectKind.WORKER_LOST, "the worker testing it died too often",
+                                attempt=item.attempt)
+                self._reject(c, item, reason, {State.TESTING})
+                return None
+            self.store.transition(c, seq, {State.TESTING}, State.QUEUED, holder=None,
+                                  lease_token=None, lease_expires_at=None,
+                                  recoveries=item.recoveries + 1)
+            self.report.recovered.append(item.id)
+            self.log(f"{item.id}: its worker died while testing; it is retested from stage 1")
+            return None
+        if isinstance(decision, scheduler.Recover):
+            self.store.set_item(c, seq, **lease)
+            return lambda: self._finish_landing(seq, token)
+        if isinstance(decision, scheduler.Test):
+            if not self.store.transition(c, seq, {State.QUEUED}, State.TESTING,
+                                         attempt=item.attempt + 1, **lease):
+                return None
+            return lambda: self._test(seq, token)
+        if not self._take_landing_lock(c):
+            return None
+        self.store.set_item(c, seq, **lease)
+        return lambda: self._land(seq, token)
+
+    # --- testing ---------------------------------------------------------------------------
+
+    def _test(self, seq: int, token: int) -> None:
+        with self.store.tx() as c:
+            item = self.store.item(c, seq)
+        try:
+            with self._heartbeat(seq, token) as lost:
+                self._test_item(item, token, lost)
+        except LeaseLost:
+            self.log(f"{item.id}: lease lost (cancelled or taken over); results dropped")
+        except LockstepError as exc:
+            reason = Reason(RejectKind.INFRASTRUCTURE, exc.one_line(), attempt=item.attempt)
+            with self.store.tx() as c:
+                self._reject(c, item, reason, {State.TESTING}, token=token)
+
+    def _test_item(self, item: Item, token: int, lost: threading.Event) -> None:
+        base = self.ws.remote_head()
+        base_manifest = self.ws.manifest_at(base)
+        with self.store.tx() as c:
+            plan = candidate_mod.plan(
+                component=item.component,
+                version=item.version,
+                sha=item.sha,
+                digest=item.digest,
+                targets=item.configurations,
+                base=base_manifest,
+                superseding_item=lambda cfg, pin: self._superseding(c, item, cfg, pin),
+            )
+        if not plan.bumps:
+            self._finish_without_bumps(item, token, plan)
+            return
+        self.ws.components.ensure(item.component, item.sha)
+        text = base_manifest.apply([(b.configuration, item.component, b.new) for b in plan.bumps])
+        index = self.ws.state_dir / f"index.{item.id}"
+        tree = git.tree_with_file(self.ws.root, base, self.ws.manifest_path, text.encode(), index)
+        cand = {
+            "base": base,
+            "tree": tree,
+            "items": [item.id],
+            "configurations": [b.configuration for b in plan.bumps],
+            "old": {b.configuration: b.old.version if b.old else None for b in plan.bumps},
+            "manifest": text,
+        }
+        with self.store.tx() as c:
+            self._check_token(c, item.seq, token)
+            self.store.set_item(c, item.seq, candidate=_json(cand))
+        candidate_manifest = Manifest(text, self.ws.manifest_path)
+        for configuration in cand["configurations"]:
+            for stage in self.ws.config.stages:
+                if stage.configurations is not None and configuration not in stage.configurations:
+                    continue
+                result, tries = self._run_stage(item, token, lost, cand, candidate_manifest,
+                                                configuration, stage)
+                if result.outcome == Outcome.PASSED:
+                    continue
+                self._reject_run(item, token, cand, configuration, stage, result, tries)
+                return
+        with self.store.tx() as c:
+            self._check_token(c, item.seq, token)
+            self.store.transition(c, item.seq, {State.TESTING}, State.PASSED)
+            self.store.update_queue(c, infra_streak=0)
+        self.log(f"{item.id}: every stage passed")
+
+    def _superseding(self, c: Any, item: Item, configuration: str, pin: Pin) -> str | None:
+        """The item that landed `pin` after `item` was submitted, if pin descends from item."""
+        for other in reversed(self.store.landed_since(c, item.component, item.submitted_at)):
+            cand = other.candidate or {}
+            if other.sha == pin.sha and configuration in cand.get("configurations", []):
+                repo = self.ws.components.ensure(item.component, pin.sha)
+                self.ws.components.ensure(item.component, item.sha)
+                if git.is_ancestor(repo, item.sha, pin.sha):
+                    return other.id
+        return None
+
+    def _finish_without_bumps(self, item: Item, token: int,
+                              plan: candidate_mod.CandidatePlan) -> None:
+        with self.store.tx() as c:
+            self._check_token(c, item.seq, token)
+            if plan.skip_reason is None:
+                missing = ", ".join(plan.not_applicable)
+                reason = Reason(RejectKind.NOT_APPLICABLE,
+                                f"configuration(s) {missing} left the manifest",
+                                attempt=item.attempt)
+                self._reject(c, item, reason, {State.TESTING}, token=token)
+                return
+            outcome = {"reason": plan.skip_reason, "by": plan.superseded_by}
+            self.store.transition(c, item.seq, {State.TESTING}, State.SKIPPED, outcome=outcome,
+                                  holder=None, lease_token=None, lease_expires_at=None)
+            notify.enqueue(self.store, c, self.ws.config, "skipped", item.seq,
+                           {"item": item.id, "skipped": outcome})
+        self.report.skipped.append(item.id)
+        self.log(f"{item.id}: skipped ({plan.skip_reason})")
+
+    def _run_stage(self, item: Item, token: int, lost: threading.Event, cand: dict[str, Any],
+                   manifest: Manifest, configuration: str,
+                   stage: Stage) -> tuple[RunResult, int]:
+        """Run one stage for one configuration, retrying infrastructure failures."""
+        result: RunResult | None = None
+        for try_no in range(1, stage.retries + 2):
+            log = (self.ws.logs_dir / item.id / f"a{item.attempt}" / configuration
+                   / f"{stage.name}.{try_no}.log")
+            with self.store.tx() as c:
+                self._check_token(c, item.seq, token)
+                run_id = self.store.add_run(
+                    c, item_seq=item.seq, attempt=item.attempt, configuration=configuration,
+                    stage=stage.name, try_no=try_no, state="running", started_at=time.time(),
+                    worker=self.id, log=str(log.relative_to(self.ws.state_dir)))
+            self.log(f"{item.id}: {configuration}/{stage.name} try {try_no}")
+            result = self._run_once(item, cand, manifest, configuration, stage, try_no, log, lost)
+            with self.store.tx() as c:
+                self.store.finish_run(c, run_id, result.outcome.value, result.exit_code)
+            if result.outcome == Outcome.ABORTED or lost.is_set():
+                raise LeaseLost
+            if result.outcome != Outcome.INFRA or try_no > stage.retries:
+                return result, try_no
+            time.sleep(self.settings.retry_backoff * 2 ** (try_no - 1))
+        assert result is not None
+        return result, stage.retries + 1
+
+    def _run_once(self, item: Item, cand: dict[str, Any], manifest: Manifest,
+                  configuration: str, stage: Stage, try_no: int, log: Path,
+                  lost: threading.Event) -> RunResult:
+        workdir = self.ws.runs_dir / item.id / f"{configuration}-{stage.name}"
+        try:
+            fresh_dir(workdir)
+            extract_tree(self.ws.root, cand["tree"], workdir)
+            components = workdir / "components"
+            for name, pin in manifest.pins(configuration).items():
+                repo = self.ws.components.ensure(name, pin.sha)
+                extract_tree(repo, pin.sha, components / name)
+        except (LockstepError, OSError) as exc:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(f"lockstep: cannot prepare the workspace: {exc}\n")
+            return RunResult(Outcome.INFRA, None, log)
+        env = dict(os.environ)
+        env.pop("LOCKSTEP_CRASH_AT", None)
+        env.update({
+            "LOCKSTEP_MANIFEST": str(workdir / self.ws.manifest_path),
+            "LOCKSTEP_CONFIG": configuration,
+            "LOCKSTEP_ITEM": item.id,
+            "LOCKSTEP_ITEMS": " ".join(cand["items"]),
+            "LOCKSTEP_CANDIDATE": cand["tree"],
+            "LOCKSTEP_BASE": cand["base"],
+            "LOCKSTEP_STAGE": stage.name,
+            "LOCKSTEP_ATTEMPT": str(item.attempt),
+            "LOCKSTEP_TRY": str(try_no),
+            "LOCKSTEP_WORKSPACE": str(workdir),
+            "LOCKSTEP_COMPONENTS_DIR": str(components),
+            "LOCKSTEP_COMPONENT": item.component,
+            "LOCKSTEP_VERSION": item.version,
+        })
+        result = run_command(
+            stage.command, cwd=workdir, env=env, log=log, timeout=stage.timeout,
+            infra_exit_code=stage.infra_exit_code, kill_grace=self.settings.kill_grace,
+            should_abort=lost.is_set,
+        )
+        if result.outcome == Outcome.PASSED:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return result
+
+    def _reject_run(self, item: Item, token: int, cand: dict[str, Any], configuration: str,
+                    stage: Stage, result: RunResult, tries: int) -> None:
+        kind = {
+            Outcome.TIMEOUT: RejectKind.STAGE_TIMEOUT,
+            Outcome.INFRA: RejectKind.INFRASTRUCTURE,
+        }.get(result.outcome, RejectKind.STAGE_FAILED)
+        what = {
+            RejectKind.STAGE_TIMEOUT: f"timed out after {stage.timeout:g}s",
+            RejectKind.INFRASTRUCTURE: f"failed on infrastructure {tries} times",
+        }.get(kind, f"exited {result.exit_code}")
+        reason = Reason(
+            kind, f"stage {stage.name} {what} for configuration {configuration}",
+            stage=stage.name, configuration=configuration, exit_code=result.exit_code,
+            attempt=item.attempt, log_tail=tail(result.log, self.settings.log_tail_lines),
+            candidate=cand["tree"], base=cand["base"], items=cand["items"],
+        )
+        with self.store.tx() as c:
+            self._check_token(c, item.seq, token)
+            self._reject(c, item, reason, {State.TESTING}, token=token)
+            if kind == RejectKind.INFRASTRUCTURE:
+                streak = self.store.queue(c).infra_streak + 1
+                values: dict[str, Any] = {"infra_streak": streak}
+                if streak >= self.settings.infra_pause_after:
+                    values.update(paused=1, paused_reason="infrastructure")
+                    self.log("queue paused: too many infrastructure failures in a row")
+                self.store.update_queue(c, **values)
+            else:
+                self.store.update_queue(c, infra_streak=0)
+
+    def _reject(self, c: Any, item: Item, reason: Reason, expect: set[State],
+                token: int | None = None) -> None:
+        if token is not None:
+            self._check_token(c, item.seq, token)
+        if not self.store.transition(c, item.seq, expect, State.REJECTED,
+                                     outcome=reason.to_dict(), holder=None, lease_token=None,
+                                     lease_expires_at=None):
+            return
+        notify.enqueue(self.store, c, self.ws.config, "rejected", item.seq, {
+            "item": item.id, "component": item.component, "version": item.version,
+            "sha": item.sha, "owners": _owners(self.ws, item.component),
+            "rejection": reason.to_dict(),
+        })
+        self.report.rejected.append(item.id)
+        self.log(f"{item.id}: rejected: {reason.message}")
+
+    # --- landing ---------------------------------------------------------------------------
+
+    def _take_landing_lock(self, c: Any) -> bool:
+        q = self.store.queue(c)
+        now = time.time()
+        if q.landing_holder and q.landing_holder != self.id and (
+            q.landing_expires_at or 0) > now and self.store.worker_alive(
+                c, q.landing_holder, q.landing_expires_at, now):
+            return False
+        self.store.update_queue(c, landing_holder=self.id, landing_epoch=q.landing_epoch + 1,
+                                landing_expires_at=now + self.settings.lease_ttl)
+        self._epoch = q.landing_epoch + 1
+        return True
+
+    def _release_landing_lock(self, c: Any) -> None:
+        self.store.update_queue(c, landing_holder=None, landing_expires_at=None)
+
+    def _land(self, seq: int, token: int) -> None:
+        with self.store.tx() as c:
+            item = self.store.item(c, seq)
+        cand = item.candidate or {}
+        head = self.ws.remote_head()
+        if head != cand["base"]:
+            base_manifest = self.ws.manifest_at(head)
+            bumps = [(cfg, item.component, Pin(item.version, item.sha, item.digest))
+                     for cfg in cand["configurations"]]
+            index = self.ws.state_dir / f"index.{item.id}"
+            text = base_manifest.apply(bumps)
+            tree = git.tree_with_file(self.ws.root, head, self.ws.manifest_path, text.encode(),
+                                      index)
+            if tree != cand["tree"]:
+                with self.store.tx() as c:
+                    self.store.transition(c, seq, {State.PASSED}, State.QUEUED, holder=None,
+                                          lease_token=None, lease_expires_at=None)
+                    self._release_landing_lock(c)
+                self.report.requeued.append(item.id)
+                self.log(f"{item.id}: the integration branch moved; it is retested")
+                return
+        now = datetime.now(UTC)
+        name = landing.next_tag_name(
+            self.ws.config.integration.tag_format,
+            set(landing.remote_tags(self.ws)) | _local_tags(self.ws), now)
+        with self.store.tx() as c:
+            self._check_token(c, seq, token)
+            journal_id = self.store.add_landing(
+                c, item_seq=seq, epoch=self._epoch, state="open", base=cand["base"],
+                tree=cand["tree"], commit_message=self._commit_message(item, cand, 0),
+                tag_name=name, tag_message="", who_name=self.ws.config.identity.name,
+                who_email=self.ws.config.identity.email, timestamp=int(now.timestamp()))
+            self.store.update_landing(
+                c, journal_id, commit_message=self._commit_message(item, cand, journal_id),
+                tag_message=self._tag_message(name, item, cand))
+            self.store.transition(c, seq, {State.PASSED}, State.LANDING)
+        faults.crashpoint("before-commit")
+        self._finish_landing(seq, token)
+
+    def _finish_landing(self, seq: int, token: int) -> None:
+        """Reconcile the item's open journal row until it is landed or undone."""
+        for _ in range(5):
+            with self.store.tx() as c:
+                item = self.store.item(c, seq)
+                journal = self.store.open_landing(c, seq)
+            cand = item.candidate or {}
+            if journal is None:
+                with self.store.tx() as c:
+                    self.store.transition(c, seq, {State.LANDING}, State.QUEUED, holder=None,
+                                          lease_token=None, lease_expires_at=None)
+                    self._release_landing_lock(c)
+                return
+            result = landing.reconcile(self.ws, journal, cand["manifest"])
+            if result.renamed_tag:
+                with self.store.tx() as c:
+                    self.store.update_landing(c, journal["id"], tag_name=result.renamed_tag,
+                                              tag_message=self._tag_message(
+                                                  result.renamed_tag, item, cand))
+                continue
+            with self.store.tx() as c:
+                if result.result == landing.Result.LANDED:
+                    outcome = {"commit": result.commit, "tag": result.tag,
+                               "tag_object": result.tag_object, "landing": journal["id"]}
+                    self.store.update_landing(c, journal["id"], state="landed",
+                                              commit_sha=result.commit, tag_sha=result.tag_object)
+                    self.store.transition(c, seq, {State.LANDING}, State.LANDED, outcome=outcome,
+                                          holder=None, lease_token=None, lease_expires_at=None)
+                    notify.enqueue(self.store, c, self.ws.config, "landed", seq,
+                                   {"item": item.id, "landed": outcome})
+                else:
+                    self.store.update_landing(c, journal["id"], state="undone")
+                    self.store.transition(c, seq, {State.LANDING}, State.QUEUED, holder=None,
+                                          lease_token=None, lease_expires_at=None)
+                self._release_landing_lock(c)
+            if result.result == landing.Result.LANDED:
+                assert result.commit is not None
+                self.report.landed.append(item.id)
+                self.log(f"{item.id}: landed as {result.tag} ({result.commit[:12]})")
+                landing.fast_forward_checkout(self.ws, result.commit)
+            else:
+                self.report.requeued.append(item.id)
+                self.log(f"{item.id}: the integration branch moved during landing; retesting")
+            return
+        raise LockstepError(f"{item_id(seq)}: could not find a free tag name after 5 tries")
+
+    def _commit_message(self, item: Item, cand: dict[str, Any], journal_id: int) -> str:
+        olds = sorted({v or "(none)" for v in cand["old"].values()})
+        return (
+            f"Bump {item.component} {'/'.join(olds)} → {item.version} ({item.id})\n\n"
+            f"Configurations: {', '.join(cand['configurations'])}\n"
+            f"Commit: {item.sha}\n\n"
+            f"Lockstep-Landing: {journal_id}\n"
+            f"Lockstep-Item: {item.id}\n"
+        )
+
+    def _tag_message(self, name: str, item: Item, cand: dict[str, Any]) -> str:
+        manifest = Manifest(cand["manifest"], self.ws.manifest_path)
+        lines = [f"Integration release {name}", "", "Items:",
+                 f"  {item.id} {item.component} {item.version} ({item.sha[:12]})", ""]
+        for configuration in manifest.configurations:
+            lines.append(f"[{configuration}]")
+            for component, pin in manifest.pins(configuration).items():
+                digest = f" {pin.digest}" if pin.digest else ""
+                lines.append(f"  {component} {pin.version} {pin.sha}{digest}")
+        return "\n".join(lines) + "\n"
+
+    # --- leases ----------------------------------------------------------------------------
+
+    def _check_token(self, c: Any, seq: int, token: int) -> None:
+        if self.store.item(c, seq).lease_token != token:
+            raise LeaseLost
+
+    @contextmanager
+    def _heartbeat(self, seq: int, token: int) -> Iterator[threading.Event]:
+        """Renew the item's lease every lease_ttl/4; set the event when it is lost."""
+        lost = threading.Event()
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.settings.lease_ttl / 4):
+                try:
+                    with self.store.tx() as c:
+                        ok = self.store.renew_lease(c, seq, token, self.settings.lease_ttl)
+                except Exception:  # noqa: S112 - a busy store is retried next beat
+                    continue
+                if not ok:
+                    lost.set()
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{seq}", daemon=True)
+        thread.start()
+        try:
+            yield lost
+        finally:
+            done.set()
+            thread.join()
+
+
+def _owners(ws: Workspace, component: str) -> list[str]:
+    comp = ws.config.components.get(component)
+    return list(comp.owners) if comp else []
+
+
+def _local_tags(ws: Workspace) -> set[str]:
+    text = git.out(["tag", "--list"], ws.root)
+    return set(text.split())
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)

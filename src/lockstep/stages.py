@@ -1,0 +1,155 @@
+"""Running a stage: a fresh workspace per run, an argv without a shell, a timeout, a log file.
+
+The result distinguishes pass, failure, infrastructure failure (the stage's infra exit code or a
+workspace that could not be prepared) and timeout; only infrastructure failures are retried.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from lockstep import git
+from lockstep.errors import LockstepError
+
+
+class Outcome(StrEnum):
+    """How one try of a run ended."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    INFRA = "infra"
+    TIMEOUT = "timeout"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One try's outcome, exit code and log file."""
+
+    outcome: Outcome
+    exit_code: int | None
+    log: Path
+
+
+def extract_tree(repo: Path, treeish: str, dest: Path) -> None:
+    """Write a git tree into dest (git archive piped through tarfile's safe 'data' filter)."""
+    data = git.run(["archive", "--format=tar", treeish], repo).stdout
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def run_command(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log: Path,
+    timeout: float,
+    infra_exit_code: int,
+    kill_grace: float = 10.0,
+    should_abort: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Run argv in its own process group, logging stdout+stderr; kill the group on timeout."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        out.write(f"$ {' '.join(argv)}\n".encode())
+        out.flush()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            out.write(f"lockstep: cannot start stage command: {exc}\n".encode())
+            return RunResult(Outcome.INFRA, None, log)
+        deadline = time.monotonic() + timeout
+        aborted = False
+        while True:
+            try:
+                code = proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if should_abort is not None and should_abort():
+                aborted = True
+                _kill_group(proc, kill_grace)
+                code = proc.returncode
+                break
+            if time.monotonic() >= deadline:
+                out.write(f"\nlockstep: stage timed out after {timeout:g}s\n".encode())
+                out.flush()
+                _kill_group(proc, kill_grace)
+                return RunResult(Outcome.TIMEOUT, None, log)
+        _reap_group(proc.pid)
+    if aborted:
+        return RunResult(Outcome.ABORTED, code, log)
+    if code == 0:
+        return RunResult(Outcome.PASSED, 0, log)
+    if code == infra_exit_code:
+        return RunResult(Outcome.INFRA, code, log)
+    return RunResult(Outcome.FAILED, code, log)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process group, SIGKILL it after the grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _reap_group(proc.pid)
+    proc.wait()
+
+
+def _reap_group(pgid: int) -> None:
+    """Kill whatever is left of a stage's process group (background children)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last lines of a log file."""
+    try:
+        text = path.read_bytes()[-256 * 1024 :].decode(errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty directory at path (removing what a crashed run left)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+class WorkspaceError(LockstepError):
+    """A stage workspace could not be prepared: an infrastructure failure."""
+
+
+def stop_event() -> threading.Event:
+    """A fresh event the heartbeat sets when the lease is lost."""
+    return threading.Event()

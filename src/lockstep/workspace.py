@@ -1,0 +1,195 @@
+"""The integration workspace: the repo checkout, its lockstep.toml and the .lockstep/ dir."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from lockstep import config as config_mod
+from lockstep import git
+from lockstep.config import Config
+from lockstep.errors import ConfigError, GitError, NotFoundError, UsageError
+from lockstep.manifest import Manifest
+
+STATE_DIR = ".lockstep"
+
+
+@dataclass
+class Workspace:
+    """An integration repo on disk and everything lockstep keeps beside it."""
+
+    root: Path
+    config: Config
+
+    @classmethod
+    def open(cls, root: Path) -> Workspace:
+        """Load the workspace at root, checking it is a git repo with a lockstep.toml."""
+        root = root.resolve()
+        if not root.is_dir():
+            raise UsageError(f"workspace {root} does not exist", "pass an existing directory")
+        cfg = config_mod.load(root)
+        if not (root / ".git").exists():
+            raise UsageError(f"{root} is not a git repository", "run `lockstep init` there first")
+        return cls(root, cfg)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the store, logs, caches and stage workspaces live (git-ignored)."""
+        return self.root / STATE_DIR
+
+    @property
+    def store_path(self) -> Path:
+        """The SQLite store."""
+        return self.state_dir / "queue.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Stage logs: logs/<item>/<attempt>/<configuration>/<stage>.<try>.log."""
+        return self.state_dir / "logs"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Fresh per-run stage workspaces."""
+        return self.state_dir / "runs"
+
+    @property
+    def remote(self) -> str:
+        """The integration remote's name."""
+        return self.config.integration.remote
+
+    @property
+    def branch(self) -> str:
+        """The integration branch."""
+        return self.config.integration.branch
+
+    @property
+    def manifest_path(self) -> str:
+        """The manifest file, relative to the repo root."""
+        return self.config.integration.manifest
+
+    @cached_property
+    def components(self) -> ComponentMirrors:
+        """Local mirrors of the component repositories."""
+        return ComponentMirrors(self)
+
+    def remote_head(self) -> str:
+        """Fetch the integration branch and return the remote head commit."""
+        ref = f"refs/remotes/{self.remote}/{self.branch}"
+        try:
+            git.fetch(self.root, self.remote, f"+refs/heads/{self.branch}:{ref}")
+        except GitError as exc:
+            raise GitError(
+                f"cannot fetch {self.branch} from remote {self.remote!r}: {exc.message}",
+                "check [integration] remote and branch in lockstep.toml",
+            ) from None
+        head = git.rev_parse(self.root, ref)
+        assert head is not None
+        return head
+
+    def manifest_at(self, commit: str) -> Manifest:
+        """The manifest in a commit of the integration repo."""
+        try:
+            data = git.show_file(self.root, commit, self.manifest_path)
+        except GitError:
+            raise ConfigError(
+                f"{self.manifest_path} not found at {commit[:12]}",
+                "set [integration] manifest to the manifest's path",
+            ) from None
+        return Manifest(data.decode(), f"{self.manifest_path}@{commit[:12]}")
+
+    def working_manifest(self) -> Manifest:
+        """The manifest file as it is in the work tree."""
+        path = self.root / self.manifest_path
+        if not path.is_file():
+            raise ConfigError(f"no manifest at {path}", "run `lockstep init` or fix the path")
+        return Manifest(path.read_text(encoding="utf-8"), self.manifest_path)
+
+    def resolve_commit(self, ref: str) -> str:
+        """A commit of the integration repo named by a tag, branch or SHA."""
+        from lockstep import names
+
+        names.ref_name(ref, "revision")
+        sha = git.rev_parse(self.root, f"{ref}^{{commit}}")
+        if sha is None:
+            raise NotFoundError(
+                f"no commit or tag {ref!r} in the integration repo",
+                "fetch tags with `git fetch --tags` or check the name",
+            )
+        return sha
+
+
+class ComponentMirrors:
+    """Bare mirrors of component repos under .lockstep/cache: resolve tags, hold tested SHAs."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.dir = ws.state_dir / "cache" / "components"
+
+    def path(self, name: str) -> Path:
+        """The bare mirror of a component, created on first use."""
+        self.ws.config.component(name)
+        repo = self.dir / f"{name}.git"
+        if not (repo / "HEAD").exists():
+            repo.mkdir(parents=True, exist_ok=True)
+            git.run(["init", "--quiet", "--bare", str(repo)])
+        return repo
+
+    def _urls(self, name: str) -> list[str]:
+        comp = self.ws.config.component(name)
+        urls = [_absolute(comp.url, self.ws.root)]
+        if comp.ssh_url:
+            urls.append(_absolute(comp.ssh_url, self.ws.root))
+        return urls
+
+    def _fetch(self, name: str, *refspecs: str) -> None:
+        """Fetch from the component's URL, falling back to its SSH URL."""
+        repo = self.path(name)
+        errors = []
+        for url in self._urls(name):
+            try:
+                git.fetch(repo, url, *refspecs)
+                return
+            except GitError as exc:
+                if "couldn't find remote ref" in exc.message:
+                    raise
+                errors.append(exc.message)
+        raise GitError(
+            f"cannot fetch component {name!r}: {'; then '.join(errors)}",
+            "check the component's url / ssh_url and credentials",
+        )
+
+    def resolve(self, name: str, version: str) -> str:
+        """The commit SHA a version tag names now, fetched into the mirror."""
+        from lockstep import names
+
+        names.version(version)
+        try:
+            self._fetch(name, f"+refs/tags/{version}:refs/tags/{version}")
+        except GitError as exc:
+            if "couldn't find remote ref" in exc.message:
+                raise NotFoundError(
+                    f"component {name!r} has no tag {version!r}",
+                    f"list its tags with `git ls-remote --tags {self._urls(name)[0]}`",
+                ) from None
+            raise
+        sha = git.rev_parse(self.path(name), f"refs/tags/{version}^{{commit}}")
+        if sha is None:
+            raise NotFoundError(f"tag {version!r} of component {name!r} names no commit")
+        return sha
+
+    def ensure(self, name: str, sha: str) -> Path:
+        """The mirror, holding the commit (fetching every tag and branch if it is missing)."""
+        repo = self.path(name)
+        if not git.has_object(repo, sha):
+            self._fetch(name, "+refs/tags/*:refs/tags/*", "+refs/heads/*:refs/heads/*")
+            if not git.has_object(repo, sha):
+                raise NotFoundError(f"commit {sha[:12]} not found in component {name!r}")
+        return repo
+
+
+def _absolute(url: str, root: Path) -> str:
+    """Relative local paths in lockstep.toml are relative to the integration repo."""
+    if "://" in url or url.startswith("/") or ":" in url.split("/")[0]:
+        return url
+    return str((root / url).resolve())
