@@ -95,12 +95,11 @@ class Worker:
         with self.store.tx() as c:
             plan = scheduler.decide(self.store.view(c, self.settings.max_recoveries))
             claims = [self._claim(c, d) for d in plan.decisions]
+        recovered = any(isinstance(d, scheduler.Recover) for d in plan.decisions)
         work = [w for w in claims if w is not None]
-        if not work:
-            return False
         for action in work:
             action()
-        return True
+        return bool(work) or recovered
 
     def _claim(self, c: Any, decision: scheduler.Decision) -> Callable[[], None] | None:
         """Take the item for this worker inside the scheduling transaction."""

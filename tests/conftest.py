@@ -1,0 +1,45 @@
+"""Shared fixtures: isolated git configuration and real sample systems on local bare remotes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.system import System
+
+
+@pytest.fixture(autouse=True)
+def isolated_git(tmp_path_factory: pytest.TempPathFactory,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every git call sees a throwaway global config and never prompts."""
+    home = tmp_path_factory.mktemp("gitconfig")
+    cfg = home / "gitconfig"
+    cfg.write_text(
+        "[user]\n\tname = Test\n\temail = test@example.com\n"
+        "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
+    monkeypatch.delenv("LOCKSTEP_CRASH_AT", raising=False)
+    yield
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> System:
+    """Three components (alpha, beta, gamma) with versions v1.0.0..v1.3.0 and an integration repo.
+
+    Stages: build → check → deploy, each running tests/gate.py, which fails or sleeps as the
+    test's rules say.
+    """
+    return System.create(tmp_path)
+
+
+@pytest.fixture
+def env_for_cli() -> dict[str, str]:
+    """The environment for lockstep subprocesses (inherits the isolated git config)."""
+    return dict(os.environ)
