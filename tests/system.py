@@ -170,7 +170,7 @@ class System:
                   "refs/tags"], self.remote)
         tags = {}
         for line in out.splitlines():
-            name, peeled, obj = (line.split(" ") + ["", ""])[:3]
+            name, peeled, obj = [*line.split(" "), "", ""][:3]
             tags[name] = peeled or obj
         return tags
 

@@ -12,15 +12,15 @@ import shutil
 import signal
 import subprocess
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import psutil
+
 from lockstep import git
-from lockstep.errors import LockstepError
 
 
 class Outcome(StrEnum):
@@ -60,6 +60,7 @@ def run_command(
     infra_exit_code: int,
     kill_grace: float = 10.0,
     should_abort: Callable[[], bool] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run argv in its own process group, logging stdout+stderr; kill the group on timeout."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,8 @@ def run_command(
         except OSError as exc:
             out.write(f"lockstep: cannot start stage command: {exc}\n".encode())
             return RunResult(Outcome.INFRA, None, log)
+        if on_start is not None:
+            on_start(proc.pid)
         deadline = time.monotonic() + timeout
         aborted = False
         while True:
@@ -121,6 +124,17 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     proc.wait()
 
 
+def kill_orphaned_group(pid: int, started: float) -> bool:
+    """SIGKILL the process group a dead worker's stage left, if that process still exists."""
+    try:
+        if abs(psutil.Process(pid).create_time() - started) > 1.0:
+            return False
+    except psutil.NoSuchProcess:
+        return False
+    _reap_group(pid)
+    return True
+
+
 def _reap_group(pgid: int) -> None:
     """Kill whatever is left of a stage's process group (background children)."""
     try:
@@ -145,11 +159,3 @@ def fresh_dir(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
 
-
-class WorkspaceError(LockstepError):
-    """A stage workspace could not be prepared: an infrastructure failure."""
-
-
-def stop_event() -> threading.Event:
-    """A fresh event the heartbeat sets when the lease is lost."""
-    return threading.Event()

@@ -69,6 +69,7 @@ def decide(view: QueueView) -> Plan:
     if view.paused:
         wait[front.id] = "paused"
         return Plan([], wait, "paused")
+    wait[front.id] = "no-runner"
     if front.state == State.PASSED:
         return Plan([Land(front.id)], wait, None)
     return Plan([Test(front.id)], wait, None)

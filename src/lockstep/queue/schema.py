@@ -73,6 +73,9 @@ runs = Table(
     Column("started_at", Float, nullable=False),
     Column("ended_at", Float),
     Column("worker", String(128), nullable=False),
+    Column("host", String(255)),
+    Column("pid", Integer),  # the stage's process (group leader) while it runs
+    Column("pid_started", Float),
     Column("log", Text, nullable=False),
 )
 

@@ -282,6 +282,10 @@ class Store:
             .values(state=state, exit_code=exit_code, ended_at=time.time())
         )
 
+    def set_run(self, c: Connection, run_id: int, **values: Any) -> None:
+        """Update run columns (the stage's pid once it started)."""
+        c.execute(update(s.runs).where(s.runs.c.id == run_id).values(**values))
+
     def runs(self, c: Connection, seq: int) -> list[dict[str, Any]]:
         """Every run of an item, oldest first."""
         q = select(s.runs).where(s.runs.c.item_seq == seq).order_by(s.runs.c.id)

@@ -7,6 +7,7 @@ a heartbeat thread keeps the lease alive.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import threading
@@ -19,6 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from lockstep import faults, git
 from lockstep.config import Stage
 from lockstep.errors import LockstepError
@@ -26,8 +29,16 @@ from lockstep.manifest import Manifest, Pin
 from lockstep.queue import candidate as candidate_mod
 from lockstep.queue import landing, notify, scheduler
 from lockstep.queue.model import Reason, RejectKind, State, item_id
-from lockstep.queue.store import Item, Store
-from lockstep.stages import Outcome, RunResult, extract_tree, fresh_dir, run_command, tail
+from lockstep.queue.store import HOST, Item, Store
+from lockstep.stages import (
+    Outcome,
+    RunResult,
+    extract_tree,
+    fresh_dir,
+    kill_orphaned_group,
+    run_command,
+    tail,
+)
 from lockstep.workspace import Workspace
 
 
@@ -64,22 +75,31 @@ class Worker:
         self.settings = ws.config.queue
         self.log = log or (lambda _msg: None)
         self.report = WorkerReport()
+        self.idle_reason: str | None = None
         with store.tx() as c:
             self.id = store.register_worker(c)
 
     # --- the loop --------------------------------------------------------------------------
 
     def run(self, mode: RunMode, poll: float = 1.0) -> WorkerReport:
-        """Work until the mode says stop."""
+        """Work until the mode says stop.
+
+        --until-empty waits while another worker holds the front item (there may be more
+        after it) and stops when nothing is left or the queue is paused.
+        """
         while True:
             did = self.step()
             self.deliver()
-            if mode == RunMode.ONCE and did:
-                break
-            if not did:
-                if mode != RunMode.FOREVER:
+            if did:
+                if mode == RunMode.ONCE:
                     break
-                time.sleep(poll)
+                continue
+            if self.idle_reason == "busy" and mode == RunMode.UNTIL_EMPTY:
+                time.sleep(min(poll, 0.2))
+                continue
+            if mode != RunMode.FOREVER:
+                break
+            time.sleep(poll)
         return self.report
 
     def deliver(self) -> None:
@@ -94,6 +114,7 @@ class Worker:
         """One scheduling round; False when there was nothing to do now."""
         with self.store.tx() as c:
             plan = scheduler.decide(self.store.view(c, self.settings.max_recoveries))
+            self.idle_reason = plan.idle_reason
             claims = [self._claim(c, d) for d in plan.decisions]
         recovered = any(isinstance(d, scheduler.Recover) for d in plan.decisions)
         work = [w for w in claims if w is not None]
@@ -109,6 +130,7 @@ class Worker:
         lease = dict(holder=self.id, lease_token=token,
                      lease_expires_at=time.time() + self.settings.lease_ttl)
         if isinstance(decision, scheduler.Recover) and decision.state == State.TESTING:
+            self._kill_orphans(c, seq)
             if decision.give_up:
                 reason = Reason(RejectKind.WORKER_LOST, "the worker testing it died too often",
                                 attempt=item.attempt)
@@ -241,7 +263,8 @@ class Worker:
                     stage=stage.name, try_no=try_no, state="running", started_at=time.time(),
                     worker=self.id, log=str(log.relative_to(self.ws.state_dir)))
             self.log(f"{item.id}: {configuration}/{stage.name} try {try_no}")
-            result = self._run_once(item, cand, manifest, configuration, stage, try_no, log, lost)
+            result = self._run_once(item, cand, manifest, configuration, stage, try_no, log, lost,
+                                    functools.partial(self._record_pid, run_id))
             with self.store.tx() as c:
                 self.store.finish_run(c, run_id, result.outcome.value, result.exit_code)
             if result.outcome == Outcome.ABORTED or lost.is_set():
@@ -254,7 +277,7 @@ class Worker:
 
     def _run_once(self, item: Item, cand: dict[str, Any], manifest: Manifest,
                   configuration: str, stage: Stage, try_no: int, log: Path,
-                  lost: threading.Event) -> RunResult:
+                  lost: threading.Event, on_start: Callable[[int], None]) -> RunResult:
         workdir = self.ws.runs_dir / item.id / f"{configuration}-{stage.name}"
         try:
             fresh_dir(workdir)
@@ -288,11 +311,29 @@ class Worker:
         result = run_command(
             stage.command, cwd=workdir, env=env, log=log, timeout=stage.timeout,
             infra_exit_code=stage.infra_exit_code, kill_grace=self.settings.kill_grace,
-            should_abort=lost.is_set,
+            should_abort=lost.is_set, on_start=on_start,
         )
         if result.outcome == Outcome.PASSED:
             shutil.rmtree(workdir, ignore_errors=True)
         return result
+
+    def _record_pid(self, run_id: int, pid: int) -> None:
+        """Remember the stage's process so a later worker can kill it if this one dies."""
+        try:
+            started = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            return
+        with self.store.tx() as c:
+            self.store.set_run(c, run_id, host=HOST, pid=pid, pid_started=started)
+
+    def _kill_orphans(self, c: Any, seq: int) -> None:
+        """Stop the stage processes a dead worker left running, and mark its runs lost."""
+        for run in self.store.runs(c, seq):
+            if run["state"] != "running":
+                continue
+            if run["host"] == HOST and run["pid"]:
+                kill_orphaned_group(run["pid"], run["pid_started"])
+            self.store.finish_run(c, run["id"], "lost", None)
 
     def _reject_run(self, item: Item, token: int, cand: dict[str, Any], configuration: str,
                     stage: Stage, result: RunResult, tries: int) -> None:

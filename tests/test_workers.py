@@ -1,0 +1,149 @@
+"""Several worker processes, cancellation of running items, landing repair after base moves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+from lockstep.queue.model import State
+from tests.system import REPO_ROOT, STAGES, System, sh
+
+
+def _worker(system: System, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = dict(os.environ if env is None else env)
+    full_env["PYTHONPATH"] = str(REPO_ROOT / "src")
+    return subprocess.Popen([sys.executable, "-m", "lockstep", "queue", "run", "-q", *args],
+                            cwd=system.ws_dir, env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_two_workers_never_test_or_land_an_item_twice(system: System) -> None:
+    system.set_rules({"build": {"sleep": 0.2}})
+    ids = [system.submit(c, v).id for c, v in
+           [("alpha", "v1.1.0"), ("beta", "v1.1.0"), ("gamma", "v1.1.0"), ("alpha", "v1.2.0")]]
+    workers = [_worker(system, "--json"), _worker(system, "--json")]
+    landed: list[str] = []
+    for w in workers:
+        out, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+        landed += json.loads(out)["landed"]
+    assert sorted(landed) == sorted(ids)
+    assert [system.item(i).state for i in ids] == [State.LANDED] * 4
+    runs = Counter((r["item"], r["stage"], r["config"]) for r in system.gate_runs())
+    assert set(runs.values()) == {1}
+    assert len(runs) == 4 * len(STAGES) * 2
+    assert len(system.remote_tags()) == 4 and len(system.commits()) == 5
+
+
+def test_sigkilled_worker_pid_is_taken_over_at_once(system: System) -> None:
+    """Q19: one of two workers is SIGKILLed mid-stage; the other retests without waiting."""
+    system.set_rules({"check": {"sleep": 60}})
+    item = system.submit("alpha", "v1.1.0", configs=["default"])
+    first = _worker(system)
+    _wait_for(lambda: any(r["stage"] == "check" for r in system.gate_runs()))
+    orphans = [p for p in psutil.process_iter(["cmdline"])
+               if str(system.rules) in " ".join(p.info["cmdline"] or [])]
+    assert orphans
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    system.set_rules({})
+    started = time.monotonic()
+    second = system.cli("queue", "run")
+    assert second.returncode == 0, second.stderr
+    assert time.monotonic() - started < 30  # far below the 60 s lease
+    landed = system.item(item.id)
+    assert landed.state == State.LANDED and landed.recoveries == 1
+    # The dead worker's stage process was killed by the worker that took over.
+    for p in orphans:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+
+
+def test_cancel_testing_item_kills_its_stage(system: System) -> None:
+    system.set_rules({"build": {"sleep": 60}})
+    item = system.submit("alpha", "v1.1.0")
+    behind = system.submit("beta", "v1.1.0")
+    worker = _worker(system)
+    _wait_for(lambda: bool(system.gate_runs()))
+    gate = [p for p in psutil.process_iter(["cmdline"])
+            if str(system.rules) in " ".join(p.info["cmdline"] or [])]
+    assert gate
+    system.set_rules({})
+    cancel = system.cli("queue", "cancel", item.id)
+    assert cancel.returncode == 0, cancel.stderr
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert system.item(item.id).state == State.CANCELLED
+    assert system.item(behind.id).state == State.LANDED
+    for p in gate:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    assert system.remote_tags().keys() == {system.item(behind.id).outcome["tag"]}  # type: ignore[index]
+
+
+def _crash_before_commit(system: System) -> str:
+    env = dict(os.environ, LOCKSTEP_CRASH_AT="before-commit")
+    item = system.submit("gamma", "v1.2.0")
+    assert system.cli("queue", "run", env=env).returncode == -signal.SIGKILL
+    assert system.item(item.id).state == State.LANDING
+    return item.id
+
+
+def _external_commit(system: System, tmp: Path) -> str:
+    clone = tmp / "external"
+    sh(["clone", "--quiet", str(system.remote), str(clone)], tmp)
+    (clone / "README.md").write_text("an external change\n")
+    sh(["add", "README.md"], clone)
+    sh(["commit", "--quiet", "-m", "external change"], clone)
+    sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], clone)
+    return sh(["rev-parse", "HEAD"], clone)
+
+
+def test_external_commit_during_landing_retests_on_new_base(system: System,
+                                                            tmp_path: Path) -> None:
+    """Q4 (e): the base moved under a landing: local tag dropped, item retested, then lands."""
+    item_id = _crash_before_commit(system)
+    external = _external_commit(system, tmp_path)
+    again = system.cli("queue", "run")
+    assert again.returncode == 0, again.stderr
+    item = system.item(item_id)
+    assert item.state == State.LANDED and item.outcome is not None
+    assert system.parent(item.outcome["commit"]) == external
+    assert item.attempt == 2
+    assert len(system.remote_tags()) == 1
+
+
+def test_tag_name_taken_by_someone_else(system: System, tmp_path: Path) -> None:
+    """Q4 (b): the journal's tag name appears on the remote elsewhere: next free N is used."""
+    item_id = _crash_before_commit(system)
+    store = system.store()
+    with store.tx() as c:
+        journal = store.open_landing(c, int(item_id[1:]))
+    assert journal is not None
+    taken = journal["tag_name"]
+    head = system.remote_head()
+    sh(["tag", "-a", taken, "-m", "someone else's", head], system.remote)
+    foreign = sh(["rev-parse", f"refs/tags/{taken}"], system.remote)
+    again = system.cli("queue", "run")
+    assert again.returncode == 0, again.stderr
+    item = system.item(item_id)
+    assert item.state == State.LANDED and item.outcome is not None
+    assert item.outcome["tag"] != taken
+    assert sh(["rev-parse", f"refs/tags/{taken}"], system.remote) == foreign
+    prefix, n = taken.rsplit(".", 1)
+    assert item.outcome["tag"] == f"{prefix}.{int(n) + 1}"
