@@ -53,6 +53,7 @@ class System:
         stage_options: str = "",
     ) -> System:
         """Build the component remotes, the integration remote and its workspace clone."""
+        tmp.mkdir(parents=True, exist_ok=True)
         remotes = tmp / "remotes"
         system = cls(root=tmp, ws_dir=tmp / "integration", remote=remotes / "integration.git",
                      rules=tmp / "rules.json")

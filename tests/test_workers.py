@@ -147,3 +147,19 @@ def test_tag_name_taken_by_someone_else(system: System, tmp_path: Path) -> None:
     assert sh(["rev-parse", f"refs/tags/{taken}"], system.remote) == foreign
     prefix, n = taken.rsplit(".", 1)
     assert item.outcome["tag"] == f"{prefix}.{int(n) + 1}"
+
+
+def test_rewritten_history_pauses_the_queue(system: System) -> None:
+    system.submit("alpha", "v1.1.0")
+    system.run_queue()
+    landed = system.remote_head()
+    sh(["update-ref", "refs/heads/main", system.parent(landed)], system.remote)  # force-push
+    item = system.submit("beta", "v1.1.0")
+    system.run_queue()
+    assert system.item(item.id).state == State.QUEUED
+    status = system.cli("queue", "status", "--json")
+    assert json.loads(status.stdout)["queue"]["paused_reason"] == "history-rewritten"
+    sh(["update-ref", "refs/heads/main", landed], system.remote)  # repaired
+    assert system.cli("queue", "resume").returncode == 0
+    system.run_queue()
+    assert system.item(item.id).state == State.LANDED

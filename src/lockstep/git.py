@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,8 +66,10 @@ def run(
         )
     except subprocess.TimeoutExpired:
         raise GitError(f"git {redact(' '.join(args[:3]))} timed out after {timeout:.0f}s") from None
-    except FileNotFoundError:
-        raise GitError("git is not installed", "install git 2.30 or newer") from None
+    except FileNotFoundError as exc:
+        if shutil.which("git") is None:
+            raise GitError("git is not installed", "install git 2.30 or newer") from None
+        raise GitError(f"cannot run git in {cwd}: {exc.strerror}") from None
     if check and proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         last = err[-1] if err else f"exit code {proc.returncode}"

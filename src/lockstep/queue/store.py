@@ -309,6 +309,16 @@ class Store:
         """Update a journal row."""
         c.execute(update(s.landings).where(s.landings.c.id == landing_id).values(**values))
 
+    def last_landed_commit(self, c: Connection) -> str | None:
+        """The commit of the most recent landing."""
+        row = c.execute(
+            select(s.landings.c.commit_sha)
+            .where(s.landings.c.state == "landed")
+            .order_by(s.landings.c.id.desc())
+            .limit(1)
+        ).first()
+        return str(row[0]) if row and row[0] else None
+
     def landed_since(self, c: Connection, component: str, since: float) -> list[Item]:
         """Items of a component landed after a time, oldest first."""
         q = (

@@ -76,6 +76,7 @@ class Worker:
         self.log = log or (lambda _msg: None)
         self.report = WorkerReport()
         self.idle_reason: str | None = None
+        self.last_item: int | None = None
         with store.tx() as c:
             self.id = store.register_worker(c)
 
@@ -91,7 +92,7 @@ class Worker:
             did = self.step()
             self.deliver()
             if did:
-                if mode == RunMode.ONCE:
+                if mode == RunMode.ONCE and not self._front_passed():
                     break
                 continue
             if self.idle_reason == "busy" and mode == RunMode.UNTIL_EMPTY:
@@ -101,6 +102,13 @@ class Worker:
                 break
             time.sleep(poll)
         return self.report
+
+    def _front_passed(self) -> bool:
+        """Whether the item just tested passed and waits to land (--once lands it too)."""
+        if self.last_item is None:
+            return False
+        with self.store.tx() as c:
+            return self.store.item(c, self.last_item).state == State.PASSED
 
     def deliver(self) -> None:
         """Send due notifier deliveries (never raises: a notifier must not block the queue)."""
@@ -125,6 +133,7 @@ class Worker:
     def _claim(self, c: Any, decision: scheduler.Decision) -> Callable[[], None] | None:
         """Take the item for this worker inside the scheduling transaction."""
         seq = int(decision.item[1:])
+        self.last_item = seq
         item = self.store.item(c, seq)
         token = self.store.next_lease_token(c)
         lease = dict(holder=self.id, lease_token=token,
@@ -172,6 +181,8 @@ class Worker:
 
     def _test_item(self, item: Item, token: int, lost: threading.Event) -> None:
         base = self.ws.remote_head()
+        if not self._history_intact(item, token, base):
+            return
         base_manifest = self.ws.manifest_at(base)
         with self.store.tx() as c:
             plan = candidate_mod.plan(
@@ -217,6 +228,25 @@ class Worker:
             self.store.transition(c, item.seq, {State.TESTING}, State.PASSED)
             self.store.update_queue(c, infra_streak=0)
         self.log(f"{item.id}: every stage passed")
+
+    def _history_intact(self, item: Item, token: int, head: str) -> bool:
+        """Pause the queue (`history-rewritten`) if the remote lost lockstep's last landing."""
+        with self.store.tx() as c:
+            last = self.store.last_landed_commit(c)
+        if last is None or last == head or not git.has_object(self.ws.root, last):
+            return True
+        if git.is_ancestor(self.ws.root, last, head):
+            return True
+        with self.store.tx() as c:
+            self._check_token(c, item.seq, token)
+            self.store.transition(c, item.seq, {State.TESTING}, State.QUEUED, holder=None,
+                                  lease_token=None, lease_expires_at=None,
+                                  attempt=item.attempt - 1)
+            self.store.update_queue(c, paused=1, paused_reason="history-rewritten")
+            self.store.add_event(c, None, "history-rewritten", {"lost": last, "head": head})
+        self.log(f"queue paused: {self.ws.branch} on {self.ws.remote} no longer contains "
+                 f"lockstep's last landing {last[:12]}; fix the remote, then `queue resume`")
+        return False
 
     def _superseding(self, c: Any, item: Item, configuration: str, pin: Pin) -> str | None:
         """The item that landed `pin` after `item` was submitted, if pin descends from item."""

@@ -1,0 +1,116 @@
+"""The command line as users run it: real processes, JSON shapes, init, manifest, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.system import REPO_ROOT, System, sh
+
+STATUS_QUEUE_KEYS = {"mode", "state", "paused_reason", "window", "runners"}
+ITEM_KEYS = {"id", "state", "component", "version", "sha", "digest", "configurations",
+             "priority", "seq", "position", "wait_reason", "submitted_at", "attempt",
+             "recoveries"}
+SHOW_EXTRA_KEYS = {"candidate", "runs", "notifications"}
+RUN_KEYS = {"stage", "configuration", "state", "attempt", "try", "exit_code", "started_at",
+            "ended_at", "worker", "runner", "log"}
+
+
+def lockstep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+    return subprocess.run([sys.executable, "-m", "lockstep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_json_shapes(system: System) -> None:
+    system.set_rules({"check": {"fail_if": [["beta", "v1.1.0"]]}})
+    landed = system.submit("alpha", "v1.1.0")
+    rejected = system.submit("beta", "v1.1.0")
+    waiting = system.submit("gamma", "v1.1.0")
+    assert system.cli("queue", "run", "--once").returncode == 0
+    assert system.cli("queue", "run", "--once").returncode == 0
+
+    status = json.loads(system.cli("queue", "status", "--json").stdout)
+    assert set(status) == {"queue", "items", "recent"}
+    assert set(status["queue"]) == STATUS_QUEUE_KEYS
+    assert status["queue"]["state"] == "waiting" and status["queue"]["window"] == 1
+    [item] = status["items"]
+    assert set(item) == ITEM_KEYS
+    assert (item["id"], item["position"], item["wait_reason"]) == (waiting.id, 1, "no-runner")
+    assert [i["id"] for i in status["recent"]] == [rejected.id, landed.id]
+
+    shown = json.loads(system.cli("queue", "show", landed.id, "--json").stdout)
+    assert set(shown) == ITEM_KEYS | SHOW_EXTRA_KEYS | {"landed"}
+    assert set(shown["landed"]) == {"commit", "tag"}
+    assert shown["landed"]["tag"] in system.remote_tags()
+    assert set(shown["candidate"]) == {"tree", "base", "items", "configurations"}
+    assert len(shown["runs"]) == 6 and all(set(r) == RUN_KEYS for r in shown["runs"])
+
+    bad = json.loads(system.cli("queue", "show", rejected.id, "--json").stdout)
+    assert set(bad["rejection"]) == {"kind", "message", "stage", "configuration", "exit_code",
+                                     "attempt", "log_tail", "candidate", "base", "items"}
+    logs = system.cli("queue", "logs", rejected.id, "--stage", "check")
+    assert logs.returncode == 0 and "known bad" in logs.stdout and "build" not in logs.stdout
+
+
+def test_init_then_manifest_commands(tmp_path: Path) -> None:
+    repo = tmp_path / "integration"
+    proc = lockstep("init", str(repo), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sh(["log", "--format=%s"], repo) == "lockstep init"
+    assert sh(["status", "--porcelain"], repo) == ""
+    assert "[[stages]]" in (repo / "lockstep.toml").read_text()
+    assert lockstep("manifest", "validate", cwd=repo).returncode == 0
+    shown = json.loads(lockstep("manifest", "show", "--json", cwd=repo).stdout)
+    assert shown == {"configurations": {"default": {}}}
+    again = lockstep("init", str(repo), cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_manifest_validate_names_undeclared_component(system: System) -> None:
+    path = system.ws_dir / "manifest.toml"
+    path.write_text(path.read_text() + 'zeta = { version = "v1", sha = "' + "a" * 40 + '" }\n')
+    proc = system.cli("manifest", "validate")
+    assert proc.returncode == 2 and "'zeta'" in proc.stderr
+
+
+def test_manifest_diff_between_integration_releases(system: System) -> None:
+    system.submit("alpha", "v1.1.0")
+    system.submit("beta", "v1.2.0", configs=["edge"])
+    system.run_queue()
+    first, second = sorted(system.remote_tags())
+    sh(["fetch", "--quiet", "--tags", "origin"], system.ws_dir)
+    diff = json.loads(system.cli("manifest", "diff", first, second, "--json").stdout)
+    assert diff["changes"] == [{
+        "configuration": "edge", "component": "beta",
+        "old": {"version": "v1.0.0", "sha": system.shas[("beta", "v1.0.0")]},
+        "new": {"version": "v1.2.0", "sha": system.shas[("beta", "v1.2.0")]},
+    }]
+    text = system.cli("manifest", "diff", first, second).stdout
+    assert "beta v1.0.0 → v1.2.0 [edge]" in text
+    at_tag = json.loads(system.cli("manifest", "show", "--ref", first, "--json").stdout)
+    assert at_tag["configurations"]["default"]["alpha"]["version"] == "v1.1.0"
+
+
+def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    first = lockstep("demo", str(target), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "q3 pricing v2.0.0: REJECTED: stage contract" in first.stdout
+    assert "storefront requires pricing API 1" in first.stdout
+    tags = sh(["tag", "--list"], target / "remotes" / "integration.git").split()
+    assert len(tags) == 4
+    second = lockstep("demo", str(target), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert sh(["tag", "--list"], target / "remotes" / "integration.git").split() == tags
+    events = (target / "notifications.jsonl").read_text().splitlines()
+    assert len(events) == 5
+    other = tmp_path / "occupied"
+    other.mkdir()
+    (other / "file").write_text("x")
+    refused = lockstep("demo", str(other), cwd=tmp_path)
+    assert refused.returncode == 2 and "not empty" in refused.stderr
