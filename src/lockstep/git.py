@@ -167,12 +167,15 @@ def make_tag(repo: Path, name: str, commit: str, message: str, who: Identity) ->
         f"{message.rstrip()}\n"
     )
     sha = out(["mktag"], repo, input=body.encode())
-    existing = rev_parse(repo, f"refs/tags/{name}")
+    ref = f"refs/tags/{name}"
+    if run(["update-ref", ref, sha, "0" * 40], repo, check=False).returncode == 0:
+        return sha
+    existing = rev_parse(repo, ref)
     if existing == sha:
         return sha
     if existing is not None:
-        run(["update-ref", "-d", f"refs/tags/{name}", existing], repo)
-    run(["update-ref", f"refs/tags/{name}", sha, "0" * 40], repo)
+        run(["update-ref", "-d", ref, existing], repo)
+    run(["update-ref", ref, sha, "0" * 40], repo)
     return sha
 
 

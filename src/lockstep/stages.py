@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tarfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,9 +43,37 @@ class RunResult:
     log: Path
 
 
-def extract_tree(repo: Path, treeish: str, dest: Path) -> None:
-    """Write a git tree into dest (git archive piped through tarfile's safe 'data' filter)."""
-    data = git.run(["archive", "--format=tar", treeish], repo).stdout
+class _ArchiveCache:
+    """Recent `git archive` outputs by (repo, object SHA): objects are immutable, so a pinned
+    component extracted for every run of every item is read from git once. Bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.size = 0
+
+    def get(self, repo: Path, sha: str) -> bytes:
+        key = (str(repo), sha)
+        data = self.entries.get(key)
+        if data is not None:
+            self.entries.move_to_end(key)
+            return data
+        data = git.run(["archive", "--format=tar", sha], repo).stdout
+        if len(data) <= self.max_bytes // 4:
+            self.entries[key] = data
+            self.size += len(data)
+            while self.size > self.max_bytes:
+                _, old = self.entries.popitem(last=False)
+                self.size -= len(old)
+        return data
+
+
+_archives = _ArchiveCache()
+
+
+def extract_tree(repo: Path, sha: str, dest: Path) -> None:
+    """Write the tree of a commit or tree SHA into dest, through tarfile's safe 'data' filter."""
+    data = _archives.get(repo, sha)
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(dest, filter="data")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -21,6 +21,7 @@ class Workspace:
 
     root: Path
     config: Config
+    _manifests: dict[str, Manifest] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, root: Path) -> Workspace:
@@ -74,21 +75,34 @@ class Workspace:
         return ComponentMirrors(self)
 
     def remote_head(self) -> str:
-        """Fetch the integration branch and return the remote head commit."""
-        ref = f"refs/remotes/{self.remote}/{self.branch}"
+        """The integration branch's head on the remote, its objects present locally.
+
+        One ls-remote; a fetch only when the head is a commit this repo does not have yet.
+        """
+        branch_ref = f"refs/heads/{self.branch}"
         try:
-            git.fetch(self.root, self.remote, f"+refs/heads/{self.branch}:{ref}")
+            head = git.ls_remote(self.root, self.remote, branch_ref).get(branch_ref)
+            if head is None:
+                raise GitError(f"the remote has no branch {self.branch!r}")
+            if not git.has_object(self.root, head):
+                self.fetch_branch()
         except GitError as exc:
             raise GitError(
-                f"cannot fetch {self.branch} from remote {self.remote!r}: {exc.message}",
+                f"cannot read {self.branch} from remote {self.remote!r}: {exc.message}",
                 "check [integration] remote and branch in lockstep.toml",
             ) from None
-        head = git.rev_parse(self.root, ref)
-        assert head is not None
         return head
 
+    def fetch_branch(self) -> None:
+        """Fetch the integration branch into its remote-tracking ref."""
+        ref = f"refs/remotes/{self.remote}/{self.branch}"
+        git.fetch(self.root, self.remote, f"+refs/heads/{self.branch}:{ref}")
+
     def manifest_at(self, commit: str) -> Manifest:
-        """The manifest in a commit of the integration repo."""
+        """The manifest in a commit of the integration repo (cached: commits are immutable)."""
+        cached = self._manifests.get(commit)
+        if cached is not None:
+            return cached
         try:
             data = git.show_file(self.root, commit, self.manifest_path)
         except GitError:
@@ -96,7 +110,15 @@ class Workspace:
                 f"{self.manifest_path} not found at {commit[:12]}",
                 "set [integration] manifest to the manifest's path",
             ) from None
-        return Manifest(data.decode(), f"{self.manifest_path}@{commit[:12]}")
+        manifest = Manifest(data.decode(), f"{self.manifest_path}@{commit[:12]}")
+        self.remember_manifest(commit, manifest)
+        return manifest
+
+    def remember_manifest(self, commit: str, manifest: Manifest) -> None:
+        """Record a commit's manifest (e.g. one lockstep just landed) to skip reading it."""
+        if len(self._manifests) > 256:
+            self._manifests.clear()
+        self._manifests[commit] = manifest
 
     def working_manifest(self) -> Manifest:
         """The manifest file as it is in the work tree."""
@@ -125,6 +147,7 @@ class ComponentMirrors:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self.dir = ws.state_dir / "cache" / "components"
+        self._present: set[tuple[str, str]] = set()
 
     def path(self, name: str) -> Path:
         """The bare mirror of a component, created on first use."""
@@ -181,10 +204,13 @@ class ComponentMirrors:
     def ensure(self, name: str, sha: str) -> Path:
         """The mirror, holding the commit (fetching every tag and branch if it is missing)."""
         repo = self.path(name)
+        if (name, sha) in self._present:
+            return repo
         if not git.has_object(repo, sha):
             self._fetch(name, "+refs/tags/*:refs/tags/*", "+refs/heads/*:refs/heads/*")
             if not git.has_object(repo, sha):
                 raise NotFoundError(f"commit {sha[:12]} not found in component {name!r}")
+        self._present.add((name, sha))
         return repo
 
 

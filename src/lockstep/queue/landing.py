@@ -75,26 +75,44 @@ def identity(journal: dict[str, Any]) -> git.Identity:
 
 def create_objects(ws: Workspace, journal: dict[str, Any], manifest_text: str) -> tuple[str, str]:
     """(Re)create the landing's commit and tag; same journal → same SHAs."""
-    tree = journal["tree"]
-    if not git.has_object(ws.root, tree):
+    who = identity(journal)
+    try:
+        commit = git.commit_tree(ws.root, journal["tree"], journal["base"],
+                                 journal["commit_message"], who)
+    except GitError:  # the tree was made in another clone: make it again (same SHA)
         index = ws.state_dir / f"index.landing.{journal['id']}"
         tree = git.tree_with_file(
             ws.root, journal["base"], ws.manifest_path, manifest_text.encode(), index
         )
-    who = identity(journal)
-    commit = git.commit_tree(ws.root, tree, journal["base"], journal["commit_message"], who)
+        commit = git.commit_tree(ws.root, tree, journal["base"], journal["commit_message"], who)
     faults.crashpoint("after-commit")
     tag = git.make_tag(ws.root, journal["tag_name"], commit, journal["tag_message"], who)
     faults.crashpoint("after-tag")
     return commit, tag
 
 
-def reconcile(ws: Workspace, journal: dict[str, Any], manifest_text: str) -> Outcome:
-    """Drive one journal row to landed or undone, whatever state the repo and remote are in."""
-    head = ws.remote_head()
-    tags = remote_tags(ws)
+def reconcile(ws: Workspace, journal: dict[str, Any], manifest_text: str,
+              fresh: bool = False) -> Outcome:
+    """Drive one journal row to landed or undone, whatever state the repo and remote are in.
+
+    `fresh` means the journal was just written by this worker, so nothing of it can be on the
+    remote yet: try the atomic push at once, and look at the remote only if it is refused.
+    """
     name = journal["tag_name"]
     base = journal["base"]
+    branch_ref = f"refs/heads/{ws.branch}"
+    if fresh:
+        commit, tag = create_objects(ws, journal, manifest_text)
+        try:
+            _push(ws, [f"{commit}:{branch_ref}", f"refs/tags/{name}:refs/tags/{name}"],
+                  lease=f"{branch_ref}:{base}")
+        except GitError:
+            pass  # the base moved or the name was taken: decide from the remote below
+        else:
+            faults.crashpoint("after-push")
+            return Outcome(Result.LANDED, commit, name, tag)
+    head = ws.remote_head()
+    tags = remote_tags(ws)
     commit, tag = create_objects(ws, journal, manifest_text)
     if name in tags and tags[name] != commit:
         # (b) someone else took the name: pick the next free one; the caller rewrites the journal.
@@ -102,7 +120,6 @@ def reconcile(ws: Workspace, journal: dict[str, Any], manifest_text: str) -> Out
         when = datetime.fromtimestamp(journal["timestamp"], UTC)
         new = next_tag_name(ws.config.integration.tag_format, set(tags), when)
         return Outcome(Result.UNDONE, renamed_tag=new)
-    branch_ref = f"refs/heads/{ws.branch}"
     if name in tags:
         # (a) the tag is on the remote at our commit.
         if head == base:
@@ -141,7 +158,11 @@ def _push(ws: Workspace, refspecs: list[str], lease: str | None = None) -> None:
 
 
 def fast_forward_checkout(ws: Workspace, commit: str) -> bool:
-    """Move the local integration branch to the landed commit when that is a fast-forward."""
+    """Move the local integration branch (and its tracking ref) to a landed commit.
+
+    Only a fast-forward: a checkout with local commits or conflicting edits is left alone.
+    """
+    git.run(["update-ref", f"refs/remotes/{ws.remote}/{ws.branch}", commit], ws.root)
     current = git.out(["symbolic-ref", "--quiet", "--short", "HEAD"], ws.root, check=False)
     if current != ws.branch:
         local = git.rev_parse(ws.root, f"refs/heads/{ws.branch}")

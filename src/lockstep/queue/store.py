@@ -19,7 +19,6 @@ from typing import Any
 
 import psutil
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
-from sqlalchemy.pool import NullPool
 
 from lockstep.errors import NotFoundError, StateError
 from lockstep.queue import schema as s
@@ -103,8 +102,7 @@ def _pk(result: Any) -> int:
 def _sqlite_engine(path: Path) -> Engine:
     engine = create_engine(
         f"sqlite:///{path}",
-        poolclass=NullPool,
-        connect_args={"timeout": 5.0, "isolation_level": None},
+        connect_args={"timeout": 5.0, "isolation_level": None, "check_same_thread": False},
     )
 
     @event.listens_for(engine, "connect")

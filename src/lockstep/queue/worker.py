@@ -77,6 +77,7 @@ class Worker:
         self.report = WorkerReport()
         self.idle_reason: str | None = None
         self.last_item: int | None = None
+        self.last_landed: str | None = None
         with store.tx() as c:
             self.id = store.register_worker(c)
 
@@ -98,10 +99,18 @@ class Worker:
             if self.idle_reason == "busy" and mode == RunMode.UNTIL_EMPTY:
                 time.sleep(min(poll, 0.2))
                 continue
+            self.sync_checkout()
             if mode != RunMode.FOREVER:
                 break
             time.sleep(poll)
+        self.sync_checkout()
         return self.report
+
+    def sync_checkout(self) -> None:
+        """Fast-forward the integration repo's checkout to the last landing (once per idle)."""
+        if self.last_landed is not None:
+            landing.fast_forward_checkout(self.ws, self.last_landed)
+            self.last_landed = None
 
     def _front_passed(self) -> bool:
         """Whether the item just tested passed and waits to land (--once lands it too)."""
@@ -428,26 +437,11 @@ class Worker:
         self.store.update_queue(c, landing_holder=None, landing_expires_at=None)
 
     def _land(self, seq: int, token: int) -> None:
+        # No pre-check of the remote head: the push is conditional on the base (lease), and a
+        # refused push is reconciled (the base moved → the item is retested on the new base).
         with self.store.tx() as c:
             item = self.store.item(c, seq)
         cand = item.candidate or {}
-        head = self.ws.remote_head()
-        if head != cand["base"]:
-            base_manifest = self.ws.manifest_at(head)
-            bumps = [(cfg, item.component, Pin(item.version, item.sha, item.digest))
-                     for cfg in cand["configurations"]]
-            index = self.ws.state_dir / f"index.{item.id}"
-            text = base_manifest.apply(bumps)
-            tree = git.tree_with_file(self.ws.root, head, self.ws.manifest_path, text.encode(),
-                                      index)
-            if tree != cand["tree"]:
-                with self.store.tx() as c:
-                    self.store.transition(c, seq, {State.PASSED}, State.QUEUED, holder=None,
-                                          lease_token=None, lease_expires_at=None)
-                    self._release_landing_lock(c)
-                self.report.requeued.append(item.id)
-                self.log(f"{item.id}: the integration branch moved; it is retested")
-                return
         now = datetime.now(UTC)
         name = landing.next_tag_name(
             self.ws.config.integration.tag_format,
@@ -464,11 +458,11 @@ class Worker:
                 tag_message=self._tag_message(name, item, cand))
             self.store.transition(c, seq, {State.PASSED}, State.LANDING)
         faults.crashpoint("before-commit")
-        self._finish_landing(seq, token)
+        self._finish_landing(seq, token, fresh=True)
 
-    def _finish_landing(self, seq: int, token: int) -> None:
+    def _finish_landing(self, seq: int, token: int, fresh: bool = False) -> None:
         """Reconcile the item's open journal row until it is landed or undone."""
-        for _ in range(5):
+        for attempt in range(5):
             with self.store.tx() as c:
                 item = self.store.item(c, seq)
                 journal = self.store.open_landing(c, seq)
@@ -479,7 +473,8 @@ class Worker:
                                           lease_token=None, lease_expires_at=None)
                     self._release_landing_lock(c)
                 return
-            result = landing.reconcile(self.ws, journal, cand["manifest"])
+            result = landing.reconcile(self.ws, journal, cand["manifest"],
+                                       fresh=fresh and attempt == 0)
             if result.renamed_tag:
                 with self.store.tx() as c:
                     self.store.update_landing(c, journal["id"], tag_name=result.renamed_tag,
@@ -505,7 +500,9 @@ class Worker:
                 assert result.commit is not None
                 self.report.landed.append(item.id)
                 self.log(f"{item.id}: landed as {result.tag} ({result.commit[:12]})")
-                landing.fast_forward_checkout(self.ws, result.commit)
+                self.last_landed = result.commit
+                self.ws.remember_manifest(result.commit,
+                                          Manifest(cand["manifest"], self.ws.manifest_path))
             else:
                 self.report.requeued.append(item.id)
                 self.log(f"{item.id}: the integration branch moved during landing; retesting")
