@@ -163,3 +163,35 @@ def test_rewritten_history_pauses_the_queue(system: System) -> None:
     assert system.cli("queue", "resume").returncode == 0
     system.run_queue()
     assert system.item(item.id).state == State.LANDED
+
+
+def test_unreachable_remote_keeps_the_item_and_stops_the_worker(system: System,
+                                                                 tmp_path: Path) -> None:
+    item = system.submit("alpha", "v1.1.0")
+    moved = tmp_path / "moved.git"
+    system.remote.rename(moved)
+    proc = system.cli("queue", "run")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot read main from remote 'origin'")
+    assert proc.stderr.count("\n") == 1
+    assert system.item(item.id).state == State.QUEUED
+    assert system.item(item.id).attempt == 0
+    moved.rename(system.remote)
+    assert system.cli("queue", "run").returncode == 0
+    assert system.item(item.id).state == State.LANDED
+
+
+def test_component_fetch_falls_back_to_ssh_url(tmp_path: Path) -> None:
+    """The primary URL fails (prompts off, nothing there); the ssh_url is used instead."""
+    system = System.create(tmp_path)
+    toml = system.ws_dir / "lockstep.toml"
+    text = toml.read_text().replace(
+        'url = "../remotes/beta.git"',
+        'url = "https://user:hunter2@127.0.0.1:1/beta.git"\nssh_url = "../remotes/beta.git"')
+    toml.write_text(text)
+    item = system.submit("beta", "v1.2.0")
+    assert item.sha == system.shas[("beta", "v1.2.0")]
+    toml.write_text(text.replace('ssh_url = "../remotes/beta.git"', ""))
+    proc = system.cli("queue", "submit", "beta", "v1.3.0")
+    assert proc.returncode == 1
+    assert "hunter2" not in proc.stderr and "127.0.0.1:1/beta.git" in proc.stderr

@@ -183,10 +183,14 @@ class Worker:
                 self._test_item(item, token, lost)
         except LeaseLost:
             self.log(f"{item.id}: lease lost (cancelled or taken over); results dropped")
-        except LockstepError as exc:
-            reason = Reason(RejectKind.INFRASTRUCTURE, exc.one_line(), attempt=item.attempt)
+        except LockstepError:
+            # The integration remote or a component repo could not be read: not the item's
+            # fault. It goes back to the queue untouched and the worker stops with the error.
             with self.store.tx() as c:
-                self._reject(c, item, reason, {State.TESTING}, token=token)
+                self.store.transition(c, seq, {State.TESTING}, State.QUEUED, holder=None,
+                                      lease_token=None, lease_expires_at=None,
+                                      attempt=item.attempt - 1)
+            raise
 
     def _test_item(self, item: Item, token: int, lost: threading.Event) -> None:
         base = self.ws.remote_head()
