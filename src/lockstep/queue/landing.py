@@ -14,6 +14,8 @@ from typing import Any
 
 from lockstep import faults, git
 from lockstep.errors import GitError
+from lockstep.manifest import Manifest
+from lockstep.queue.store import Item
 from lockstep.workspace import Workspace
 
 MAX_TAG_N = 100_000
@@ -53,6 +55,33 @@ def next_tag_name(fmt: str, taken: set[str], when: datetime) -> str:
         if m:
             highest = max(highest, int(m.group(1)))
     return fmt.format(year=when.year, month=when.month, n=highest + 1)
+
+
+def commit_message(item: Item, cand: dict[str, Any], landing_id: int) -> str:
+    """`Bump <component> <old> → <new> (<id>)` with the landing and item trailers."""
+    olds = sorted({v or "(none)" for v in cand["old"].values()})
+    return (
+        f"Bump {item.component} {'/'.join(olds)} → {item.version} ({item.id})\n\n"
+        f"Configurations: {', '.join(cand['configurations'])}\n"
+        f"Commit: {item.sha}\n\n"
+        f"Lockstep-Landing: {landing_id}\n"
+        f"Lockstep-Item: {item.id}\n"
+    )
+
+
+def tag_message(name: str, item: Item, cand: dict[str, Any]) -> str:
+    """`Integration release <T>`, the item, then the frozen manifest of every configuration."""
+    manifest = Manifest(cand["manifest"])
+    olds = sorted({v or "(none)" for v in cand["old"].values()})
+    lines = [f"Integration release {name}", "", "Items:",
+             f"  {item.id} {item.component} {'/'.join(olds)} → {item.version} "
+             f"({item.sha[:12]})", ""]
+    for configuration in manifest.configurations:
+        lines.append(f"[{configuration}]")
+        for component, pin in manifest.pins(configuration).items():
+            digest = f" {pin.digest}" if pin.digest else ""
+            lines.append(f"  {component} {pin.version} {pin.sha}{digest}")
+    return "\n".join(lines) + "\n"
 
 
 def remote_tags(ws: Workspace) -> dict[str, str]:

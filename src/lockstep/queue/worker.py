@@ -454,12 +454,12 @@ class Worker:
             self._check_token(c, seq, token)
             journal_id = self.store.add_landing(
                 c, item_seq=seq, epoch=self._epoch, state="open", base=cand["base"],
-                tree=cand["tree"], commit_message=self._commit_message(item, cand, 0),
+                tree=cand["tree"], commit_message=landing.commit_message(item, cand, 0),
                 tag_name=name, tag_message="", who_name=self.ws.config.identity.name,
                 who_email=self.ws.config.identity.email, timestamp=int(now.timestamp()))
             self.store.update_landing(
-                c, journal_id, commit_message=self._commit_message(item, cand, journal_id),
-                tag_message=self._tag_message(name, item, cand))
+                c, journal_id, commit_message=landing.commit_message(item, cand, journal_id),
+                tag_message=landing.tag_message(name, item, cand))
             self.store.transition(c, seq, {State.PASSED}, State.LANDING)
         faults.crashpoint("before-commit")
         self._finish_landing(seq, token, fresh=True)
@@ -482,7 +482,7 @@ class Worker:
             if result.renamed_tag:
                 with self.store.tx() as c:
                     self.store.update_landing(c, journal["id"], tag_name=result.renamed_tag,
-                                              tag_message=self._tag_message(
+                                              tag_message=landing.tag_message(
                                                   result.renamed_tag, item, cand))
                 continue
             with self.store.tx() as c:
@@ -512,27 +512,6 @@ class Worker:
                 self.log(f"{item.id}: the integration branch moved during landing; retesting")
             return
         raise LockstepError(f"{item_id(seq)}: could not find a free tag name after 5 tries")
-
-    def _commit_message(self, item: Item, cand: dict[str, Any], journal_id: int) -> str:
-        olds = sorted({v or "(none)" for v in cand["old"].values()})
-        return (
-            f"Bump {item.component} {'/'.join(olds)} → {item.version} ({item.id})\n\n"
-            f"Configurations: {', '.join(cand['configurations'])}\n"
-            f"Commit: {item.sha}\n\n"
-            f"Lockstep-Landing: {journal_id}\n"
-            f"Lockstep-Item: {item.id}\n"
-        )
-
-    def _tag_message(self, name: str, item: Item, cand: dict[str, Any]) -> str:
-        manifest = Manifest(cand["manifest"], self.ws.manifest_path)
-        lines = [f"Integration release {name}", "", "Items:",
-                 f"  {item.id} {item.component} {item.version} ({item.sha[:12]})", ""]
-        for configuration in manifest.configurations:
-            lines.append(f"[{configuration}]")
-            for component, pin in manifest.pins(configuration).items():
-                digest = f" {pin.digest}" if pin.digest else ""
-                lines.append(f"  {component} {pin.version} {pin.sha}{digest}")
-        return "\n".join(lines) + "\n"
 
     # --- leases ----------------------------------------------------------------------------
 
