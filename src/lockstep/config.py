@@ -107,10 +107,10 @@ class Stage(_Model):
             raise ValueError("needs a command: a non-empty list such as ['make', 'test']")
         return v
 
-    @field_validator("timeout")
+    @field_validator("timeout", mode="before")
     @classmethod
-    def _timeout(cls, v: float) -> float:
-        if not v > 0:
+    def _timeout(cls, v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
             raise ValueError("must be a positive number of seconds")
         return v
 
@@ -202,22 +202,26 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        # Cross-field checks: the message starts with the key path (parse() keeps it as is).
         for name, comp in self.components.items():
-            names.component_name(name)
-            for dep in comp.depends_on:
+            try:
+                names.component_name(name)
+            except ValueError as exc:
+                raise ValueError(f"components.{name}: {exc}") from None
+            for i, dep in enumerate(comp.depends_on):
                 if dep not in self.components:
-                    raise ValueError(f"component {name!r} depends on unknown component {dep!r}")
+                    raise ValueError(f"components.{name}.depends_on.{i}: unknown component "
+                                     f"{dep!r}")
         seen: set[str] = set()
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             if stage.name in seen:
-                raise ValueError(f"stage {stage.name!r} is declared twice")
+                raise ValueError(f"stages.{i}.name: stage {stage.name!r} is declared twice")
             seen.add(stage.name)
-        for notifier in self.notifiers:
+        for i, notifier in enumerate(self.notifiers):
             unknown = set(notifier.events) - NOTIFIER_EVENTS
             if unknown:
-                raise ValueError(
-                    f"unknown notifier event(s) {sorted(unknown)}; known: {sorted(NOTIFIER_EVENTS)}"
-                )
+                raise ValueError(f"notifiers.{i}.events: unknown event(s) {sorted(unknown)}; "
+                                 f"known: {sorted(NOTIFIER_EVENTS)}")
         return self
 
     def component(self, name: str) -> Component:
@@ -244,14 +248,18 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
         return Config.model_validate(raw)
     except PydanticValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "top level"
+        loc = list(err["loc"])
+        if len(loc) > 2 and loc[0] == "notifiers" and loc[2] in ("webhook", "command"):
+            del loc[2]  # the discriminated union's tag is not a key in the file
+        where = ".".join(str(p) for p in loc)
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {where}: {msg}{more}", "see docs/config.md") from None
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{source}: {prefix}{msg}{more}", "see docs/config.md") from None
     except UsageError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
 

@@ -35,8 +35,11 @@ class ConfigError(UsageError):
     """lockstep.toml or the manifest is malformed or inconsistent."""
 
 
-class ValidationError(UsageError):
-    """A name, version, ref or path failed validation before use."""
+class ValidationError(UsageError, ValueError):
+    """A name, version, ref or path failed validation before use.
+
+    Also a ValueError, so pydantic reports it with the key path where it happened.
+    """
 
 
 class NotFoundError(UsageError):

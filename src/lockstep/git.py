@@ -18,14 +18,16 @@ from lockstep import names
 from lockstep.errors import GitError
 
 DEFAULT_TIMEOUT = 120.0
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_AUTH_HEADER = re.compile(r"(?i)(authorization:\s*)(basic|bearer)\s+\S+")
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
+_AUTH_HEADER = re.compile(r"(?i)(authorization:\s*)(?:([a-z][a-z0-9_-]*)\s+)?[^\s\"']+")
 
 
 def redact(text: str) -> str:
     """Remove user:password from URLs and Authorization header values."""
     text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
-    return _AUTH_HEADER.sub(r"\1\2 ***", text)
+    return _AUTH_HEADER.sub(
+        lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}***", text
+    )
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -108,7 +110,11 @@ class Identity:
 
 
 def rev_parse(repo: Path, rev: str) -> str | None:
-    """The object a revision names, or None when it does not exist."""
+    """The object a revision names, or None when it does not resolve.
+
+    A full 40-hex SHA resolves to itself even if the object is missing (git's rule): use
+    `has_object` for existence, or pass `SHA^{commit}`.
+    """
     proc = run(["rev-parse", "--verify", "--quiet", rev], repo, check=False)
     return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
 

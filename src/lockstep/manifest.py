@@ -5,6 +5,7 @@ Reading uses tomllib; editing uses tomlkit so comments, order and formatting sur
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +14,10 @@ import tomlkit
 from tomlkit.items import InlineTable, Table
 
 from lockstep import names
-from lockstep.errors import ConfigError, NotFoundError
+from lockstep.errors import ConfigError, LockstepError, NotFoundError
 
 DEFAULT_CONFIGURATION = "default"
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")  # the OCI digest grammar
 HEADER = """\
 # lockstep manifest: the exact version of every component, per configuration.
 # Edited by `lockstep queue` when a bump lands; comments and order are kept.
@@ -98,10 +100,10 @@ class Manifest:
         """The manifest text with one pin set, everything else byte-identical."""
         doc = tomlkit.parse(self.text)
         configs = doc.get("configurations")
-        if not isinstance(configs, Table):
+        if not isinstance(configs, Table | InlineTable):
             raise ConfigError(f"{self.source}: no [configurations] table")
         table = configs.get(configuration)
-        if not isinstance(table, Table):
+        if not isinstance(table, Table | InlineTable):
             raise NotFoundError(f"unknown configuration {configuration!r}")
         entry = table.get(component)
         if isinstance(entry, InlineTable | Table):
@@ -159,7 +161,7 @@ def _parse_pins(text: str, source: str) -> dict[str, dict[str, Pin]]:
     for configuration, pins in configs.items():
         try:
             names.configuration_name(configuration)
-        except Exception as exc:
+        except LockstepError as exc:
             raise ConfigError(f"{source}: {exc}") from None
         if not isinstance(pins, dict):
             raise ConfigError(f"{source}: configurations.{configuration} must be a table")
@@ -170,12 +172,19 @@ def _parse_pins(text: str, source: str) -> dict[str, dict[str, Pin]]:
                 raise ConfigError(f"{where}: expected {{ version = ..., sha = ..., digest = ... }}")
             try:
                 names.component_name(component)
+                digest = value.get("digest")
+                if digest is not None and not (
+                    isinstance(digest, str) and _DIGEST.fullmatch(digest)
+                ):
+                    raise ConfigError(
+                        f"invalid digest {digest!r}", "expected e.g. sha256:<64 hex digits>"
+                    )
                 pin = Pin(
                     version=names.version(str(value.get("version", ""))),
                     sha=names.sha(str(value.get("sha", ""))),
-                    digest=value.get("digest") or None,
+                    digest=digest or None,
                 )
-            except Exception as exc:
+            except LockstepError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
             out[configuration][component] = pin
     return out

@@ -17,7 +17,7 @@ _REF_CHARS = re.compile(r"^[A-Za-z0-9._/+-]+$")
 
 def component_name(name: str) -> str:
     """A component name: lowercase letters, digits, '.', '_', '-'; starts and ends alphanumeric."""
-    if not _COMPONENT.match(name) or ".." in name:
+    if not _COMPONENT.fullmatch(name) or ".." in name:
         raise ValidationError(
             f"invalid component name {name!r}",
             "use lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric",
@@ -27,7 +27,7 @@ def component_name(name: str) -> str:
 
 def configuration_name(name: str) -> str:
     """A configuration name: same alphabet as component names."""
-    if not _CONFIG.match(name) or ".." in name:
+    if not _CONFIG.fullmatch(name) or ".." in name:
         raise ValidationError(
             f"invalid configuration name {name!r}",
             "use lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric",
@@ -53,7 +53,7 @@ def _ref_problem(name: str) -> str | None:
         return "it contains whitespace"
     if name.startswith("-"):
         return "it starts with '-'"
-    if not _REF_CHARS.match(name):
+    if not _REF_CHARS.fullmatch(name):
         return "it contains characters other than letters, digits, '.', '_', '-', '/', '+'"
     if ".." in name or "//" in name or "@{" in name:
         return "it contains '..' or '//'"
@@ -73,14 +73,14 @@ def version(value: str) -> str:
 
 def item_id(value: str) -> str:
     """A queue item id such as q12."""
-    if not _ITEM.match(value):
+    if not _ITEM.fullmatch(value):
         raise ValidationError(f"invalid item id {value!r}", "item ids look like q12")
     return value
 
 
 def sha(value: str) -> str:
     """A full 40-hex commit SHA."""
-    if not _SHA.match(value):
+    if not _SHA.fullmatch(value):
         raise ValidationError(f"invalid commit SHA {value!r}", "expected 40 lowercase hex digits")
     return value
 
@@ -90,6 +90,8 @@ def relative_path(value: str, what: str = "path") -> str:
     p = PurePosixPath(value)
     if (
         not value
+        or value in (".", "./")
+        or any(ord(c) < 32 for c in value)
         or p.is_absolute()
         or ".." in p.parts
         or value.startswith("-")

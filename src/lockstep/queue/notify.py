@@ -30,7 +30,7 @@ def sign(secret: bytes, body: bytes) -> str:
 
 def verify(secret: bytes, body: bytes, header: str) -> bool:
     """Check a signature header in constant time (for receivers and tests)."""
-    return hmac.compare_digest(sign(secret, body), header)
+    return hmac.compare_digest(sign(secret, body).encode(), header.encode("utf-8", "replace"))
 
 
 def enqueue(store: Store, c: Any, cfg: Config, event: str, seq: int | None,
