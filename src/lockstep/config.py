@@ -19,6 +19,13 @@ DEFAULT_TAG_FORMAT = "v{year}.{month:02d}.{n}"
 _FORBIDDEN_URL_PREFIXES = ("ext::", "fd::", "-")
 
 
+def _argv(v: list[str]) -> list[str]:
+    """A command: a non-empty argv whose program is named (it is never run through a shell)."""
+    if not v or not v[0].strip():
+        raise ValueError("needs a command: a non-empty list such as ['make', 'test']")
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,14 +105,12 @@ class Stage(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return names.configuration_name(v)
+        return names.stage_name(v)
 
     @field_validator("command")
     @classmethod
     def _command(cls, v: list[str]) -> list[str]:
-        if not v or not v[0].strip():
-            raise ValueError("needs a command: a non-empty list such as ['make', 'test']")
-        return v
+        return _argv(v)
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -168,9 +173,7 @@ class CommandNotifier(_Model):
     @field_validator("command")
     @classmethod
     def _command(cls, v: list[str]) -> list[str]:
-        if not v or not v[0].strip():
-            raise ValueError("needs a command: a non-empty list")
-        return v
+        return _argv(v)
 
 
 Notifier = Annotated[WebhookNotifier | CommandNotifier, Field(discriminator="type")]

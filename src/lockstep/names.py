@@ -7,32 +7,35 @@ from pathlib import PurePosixPath
 
 from lockstep.errors import ValidationError
 
-_COMPONENT = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
-_CONFIG = _COMPONENT
+_SIMPLE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 _ITEM = re.compile(r"^q[0-9]+$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 # git check-ref-format rules plus a conservative character set: no shell metacharacters at all.
 _REF_CHARS = re.compile(r"^[A-Za-z0-9._/+-]+$")
 
 
-def component_name(name: str) -> str:
-    """A component name: lowercase letters, digits, '.', '_', '-'; starts and ends alphanumeric."""
-    if not _COMPONENT.fullmatch(name) or ".." in name:
+def _simple_name(name: str, what: str) -> str:
+    if not _SIMPLE.fullmatch(name) or ".." in name:
         raise ValidationError(
-            f"invalid component name {name!r}",
+            f"invalid {what} {name!r}",
             "use lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric",
         )
     return name
+
+
+def component_name(name: str) -> str:
+    """A component name: lowercase letters, digits, '.', '_', '-'; starts and ends alphanumeric."""
+    return _simple_name(name, "component name")
 
 
 def configuration_name(name: str) -> str:
     """A configuration name: same alphabet as component names."""
-    if not _CONFIG.fullmatch(name) or ".." in name:
-        raise ValidationError(
-            f"invalid configuration name {name!r}",
-            "use lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric",
-        )
-    return name
+    return _simple_name(name, "configuration name")
+
+
+def stage_name(name: str) -> str:
+    """A stage name: same alphabet as component names."""
+    return _simple_name(name, "stage name")
 
 
 def ref_name(name: str, what: str = "ref name") -> str:

@@ -219,7 +219,7 @@ def log_files(ws: Workspace, store: Store, seq: int, stage: str | None,
               configuration: str | None) -> list[tuple[dict[str, Any], Path]]:
     """The log file of each run of an item, filtered by stage and configuration."""
     if stage is not None:
-        names.configuration_name(stage)
+        names.stage_name(stage)
         if stage not in {s.name for s in ws.config.stages}:
             raise NotFoundError(f"unknown stage {stage!r}",
                                 f"stages: {', '.join(s.name for s in ws.config.stages)}")
