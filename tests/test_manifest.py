@@ -214,13 +214,6 @@ def test_adding_a_component_to_the_last_configuration_appends_it() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Manifest.with_pin appends a new component to the tomlkit table, whose trailing "
-    "trivia holds the blank line and the next table's leading comment: the new pin lands below "
-    "that comment, directly above [configurations.edge], separated from its siblings",
-)
 def test_adding_a_component_keeps_the_next_tables_comment_with_it() -> None:
     text = f"""\
 [configurations.default]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tomlkit
-from tomlkit.items import InlineTable, Table
+from tomlkit.items import Comment, InlineTable, Table, Whitespace
 
 from lockstep import names
 from lockstep.errors import ConfigError, LockstepError, NotFoundError
@@ -116,7 +116,7 @@ class Manifest:
         else:
             inline = tomlkit.inline_table()
             inline.update(pin.to_dict())
-            table[component] = inline
+            _append_before_trailing_trivia(table, component, inline)
         return tomlkit.dumps(doc)
 
     def apply(self, bumps: list[tuple[str, str, Pin]]) -> str:
@@ -143,6 +143,20 @@ class Manifest:
                         "which lockstep.toml does not declare"
                     )
         return problems
+
+
+def _append_before_trailing_trivia(table: Table | InlineTable, key: str, value: Any) -> None:
+    """Add a key after the table's last entry, not after the blank lines and comments that
+    tomlkit keeps at the end of a table but that belong, visually, to the next table."""
+    if isinstance(table, InlineTable):
+        table[key] = value
+        return
+    body = table.value.body
+    trailing = []
+    while body and body[-1][0] is None and isinstance(body[-1][1], Whitespace | Comment):
+        trailing.append(body.pop())
+    table.append(key, value)
+    body.extend(reversed(trailing))
 
 
 def _parse_pins(text: str, source: str) -> dict[str, dict[str, Pin]]:
