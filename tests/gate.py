@@ -6,6 +6,7 @@ Usage: python gate.py RULES_JSON STAGE_NAME. Rules (all optional), keyed by stag
              "exits": [75, 75, 0],             # exit codes by invocation count (then 0)
              "sleep": 0.0,                     # seconds to sleep first
              "kill_worker_once": true,         # SIGKILL our parent (the worker), first time only
+             "kill_worker_always": true,       # SIGKILL our parent every time
              "spawn_child_sleep": 0}}          # leave a grandchild sleeping (timeout tests)
 Each invocation appends a JSON line to RULES_JSON + ".runs".
 """
@@ -47,7 +48,7 @@ def main() -> int:
     if rule.get("sleep"):
         time.sleep(float(rule["sleep"]))
     marker = rules_path.with_name(rules_path.name + f".killed.{stage}")
-    if rule.get("kill_worker_once") and not marker.exists():
+    if rule.get("kill_worker_always") or (rule.get("kill_worker_once") and not marker.exists()):
         marker.write_text("x")
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(5)

@@ -199,3 +199,31 @@ def test_decide_is_pure() -> None:
     v = view(item(1, State.TESTING), item(2, State.PASSED), item(3, priority=2))
     assert decide(v) == decide(v)
     assert v.items == (item(1, State.TESTING), item(2, State.PASSED), item(3, priority=2))
+
+
+# --- drain -------------------------------------------------------------------------------------
+
+
+def draining(*items: ItemView, paused: bool = False) -> QueueView:
+    return QueueView(paused=paused, items=items, draining=True)
+
+
+def test_drain_with_nothing_started_pauses_at_once() -> None:
+    plan = decide(draining(item(1), item(2)))
+    assert plan.decisions == [scheduler.PauseQueue("drained")]
+    assert plan.wait_reasons == {"q1": "draining", "q2": "draining"}
+
+
+def test_drain_lands_what_passed_first() -> None:
+    plan = decide(draining(item(1, State.PASSED), item(2)))
+    assert plan.decisions == [Land("q1")]
+
+
+def test_drain_waits_for_a_running_item() -> None:
+    plan = decide(draining(item(1, State.TESTING, alive=True), item(2)))
+    assert plan.decisions == [] and plan.idle_reason == "busy"
+
+
+def test_drain_of_an_empty_queue_pauses() -> None:
+    assert decide(draining()).decisions == [scheduler.PauseQueue("drained")]
+    assert decide(draining(paused=True)).decisions == []

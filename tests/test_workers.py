@@ -195,3 +195,56 @@ def test_component_fetch_falls_back_to_ssh_url(tmp_path: Path) -> None:
     proc = system.cli("queue", "submit", "beta", "v1.3.0")
     assert proc.returncode == 1
     assert "hunter2" not in proc.stderr and "127.0.0.1:1/beta.git" in proc.stderr
+
+
+def test_pause_abort_running_requeues_without_counting(system: System) -> None:
+    system.set_rules({"check": {"sleep": 60}})
+    item = system.submit("alpha", "v1.1.0")
+    worker = _worker(system)
+    _wait_for(lambda: any(r["stage"] == "check" for r in system.gate_runs()))
+    started = time.monotonic()
+    proc = system.cli("queue", "pause", "--abort-running")
+    assert proc.returncode == 0 and item.id in proc.stdout
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert time.monotonic() - started < 10  # noticed within seconds, not at lease expiry
+    aborted = system.item(item.id)
+    assert (aborted.state, aborted.attempt, aborted.recoveries) == (State.QUEUED, 0, 0)
+    assert system.remote_tags() == {}
+    system.set_rules({})
+    assert system.cli("queue", "resume").returncode == 0
+    system.run_queue()
+    assert system.item(item.id).state == State.LANDED
+
+
+def test_drain_lands_in_flight_then_pauses(system: System) -> None:
+    """Q8: after drain the in-flight item lands, nothing new starts, the queue is `drained`."""
+    system.set_rules({"build": {"sleep": 2}})
+    first = system.submit("alpha", "v1.1.0", configs=["default"])
+    second = system.submit("beta", "v1.1.0")
+    worker = _worker(system)
+    _wait_for(lambda: bool(system.gate_runs()))
+    assert system.cli("queue", "drain").returncode == 0
+    third = system.submit("gamma", "v1.1.0")  # submissions are still accepted
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert system.item(first.id).state == State.LANDED
+    assert system.item(second.id).state == State.QUEUED
+    assert system.item(third.id).state == State.QUEUED
+    status = json.loads(system.cli("queue", "status", "--json").stdout)
+    assert (status["queue"]["state"], status["queue"]["paused_reason"]) == ("paused", "drained")
+    assert {r["item"] for r in system.gate_runs()} == {first.id}
+
+
+def test_worker_lost_too_often_is_rejected(system: System) -> None:
+    """An item whose worker dies in every attempt is rejected `worker-lost` after 3 recoveries."""
+    system.set_rules({"build": {"kill_worker_always": True}})
+    item = system.submit("alpha", "v1.1.0", configs=["default"])
+    for _ in range(4):
+        assert system.cli("queue", "run").returncode == -signal.SIGKILL
+    assert system.cli("queue", "run").returncode == 0
+    rejected = system.item(item.id)
+    assert rejected.state == State.REJECTED and rejected.outcome is not None
+    assert rejected.outcome["kind"] == "worker-lost"
+    assert rejected.recoveries == 3
+    assert system.remote_tags() == {}

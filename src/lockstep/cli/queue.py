@@ -185,11 +185,24 @@ def cancel(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
 
 
 @app.command("pause")
-def pause(ws_dir: WorkspaceOpt = Path(".")) -> None:
+def pause(
+    abort_running: Annotated[bool, typer.Option(
+        "--abort-running", help="Also stop running tests; their items are requeued.")] = False,
+    ws_dir: WorkspaceOpt = Path("."),
+) -> None:
     """Stop starting work (submissions are still accepted; a landing under way completes)."""
     ws = workspace(ws_dir)
-    ops.pause(ops.open_store(ws))
-    console.print("queue paused")
+    aborted = ops.pause(ops.open_store(ws), abort_running=abort_running)
+    suffix = f"; aborted {', '.join(aborted)} (requeued)" if aborted else ""
+    console.print(f"queue paused{suffix}")
+
+
+@app.command("drain")
+def drain(ws_dir: WorkspaceOpt = Path(".")) -> None:
+    """Start nothing new, let what started finish and land, then pause (reason: drained)."""
+    ws = workspace(ws_dir)
+    ops.drain(ops.open_store(ws))
+    console.print("queue draining: it pauses once the work in flight has landed")
 
 
 @app.command("resume")

@@ -61,6 +61,7 @@ class QueueView:
     items: tuple[ItemView, ...]
     max_recoveries: int = 3
     paused_reason: str | None = None
+    draining: bool = False
 
 
 def item_id(seq: int) -> str:

@@ -90,16 +90,35 @@ def cancel(store: Store, seq: int, who: str) -> Item:
         return store.item(c, seq)
 
 
-def pause(store: Store, reason: str = "user") -> None:
-    """Stop starting work; submissions are still accepted."""
+def pause(store: Store, reason: str = "user", abort_running: bool = False) -> list[str]:
+    """Stop starting work; submissions are still accepted. Returns the items aborted.
+
+    With abort_running, items being tested go back to the queue without counting an attempt;
+    their workers notice the lost lease within a second and kill the stage.
+    """
+    aborted = []
     with store.tx() as c:
         store.update_queue(c, paused=1, paused_reason=reason)
+        if abort_running:
+            for item in store.items(c):
+                if item.state == State.TESTING and store.transition(
+                    c, item.seq, {State.TESTING}, State.QUEUED, holder=None, lease_token=None,
+                    lease_expires_at=None, attempt=max(0, item.attempt - 1),
+                ):
+                    aborted.append(item.id)
+    return aborted
+
+
+def drain(store: Store) -> None:
+    """Start nothing new; what has started finishes and lands; then the queue pauses."""
+    with store.tx() as c:
+        store.update_queue(c, draining=1)
 
 
 def resume(store: Store) -> None:
-    """Start work again and reset the infrastructure-failure streak."""
+    """End a pause or a drain and reset the infrastructure-failure streak."""
     with store.tx() as c:
-        store.update_queue(c, paused=0, paused_reason=None, infra_streak=0)
+        store.update_queue(c, paused=0, paused_reason=None, draining=0, infra_streak=0)
 
 
 def _wait_reasons(store: Store, c: Any, max_recoveries: int) -> tuple[dict[str, str], list[str]]:
@@ -132,8 +151,12 @@ def status(ws: Workspace, store: Store) -> dict[str, Any]:
         recent = store.items(c, include_terminal=True)
     by_id = {i.id: i for i in items}
     terminal = [i for i in recent if i.state.terminal][-10:]
-    state = "paused" if q.paused else ("running" if runners else ("idle" if not items else
-                                                                 "waiting"))
+    if q.paused:
+        state = "paused"
+    elif q.draining:
+        state = "draining"
+    else:
+        state = "running" if runners else ("waiting" if items else "idle")
     return {
         "queue": {
             "mode": q.mode,

@@ -33,7 +33,14 @@ class Land:
     item: str
 
 
-Decision = Recover | Test | Land
+@dataclass(frozen=True)
+class PauseQueue:
+    """Pause the queue: a drain finished (nothing started is left)."""
+
+    reason: str
+
+
+Decision = Recover | Test | Land | PauseQueue
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ def decide(view: QueueView) -> Plan:
     if decisions:
         return Plan(decisions, {}, "recovering")
     if not live:
+        if view.draining and not view.paused:
+            return Plan([PauseQueue("drained")], {}, "empty")
         return Plan([], {}, "empty")
     front = live[0]
     for item in live[1:]:
@@ -69,7 +78,12 @@ def decide(view: QueueView) -> Plan:
     if view.paused:
         wait[front.id] = "paused"
         return Plan([], wait, "paused")
-    wait[front.id] = "no-runner"
     if front.state == State.PASSED:
+        wait[front.id] = "no-runner"
         return Plan([Land(front.id)], wait, None)
+    if view.draining:
+        for item in live:
+            wait[item.id] = "draining"
+        return Plan([PauseQueue("drained")], wait, "paused")
+    wait[front.id] = "no-runner"
     return Plan([Test(front.id)], wait, None)

@@ -29,6 +29,7 @@ queues = Table(
     Column("mode", String(16), nullable=False, default="serial"),
     Column("paused", Integer, nullable=False, default=0),
     Column("paused_reason", String(64)),
+    Column("draining", Integer, nullable=False, default=0),
     Column("infra_streak", Integer, nullable=False, default=0),
     Column("landing_holder", String(128)),
     Column("landing_epoch", Integer, nullable=False, default=0),

@@ -87,6 +87,7 @@ class QueueRow:
     mode: str
     paused: bool
     paused_reason: str | None
+    draining: bool
     infra_streak: int
     landing_holder: str | None
     landing_epoch: int
@@ -141,7 +142,8 @@ class Store:
             if c.execute(select(s.schema_info.c.version)).first() is None:
                 c.execute(insert(s.schema_info).values(version=s.SCHEMA_VERSION))
             if c.execute(select(s.queues.c.id).where(s.queues.c.id == QUEUE_ID)).first() is None:
-                c.execute(insert(s.queues).values(id=QUEUE_ID, mode="serial", paused=0))
+                c.execute(insert(s.queues).values(id=QUEUE_ID, mode="serial", paused=0,
+                                                  draining=0))
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
@@ -162,6 +164,7 @@ class Store:
             mode=m["mode"],
             paused=bool(m["paused"]),
             paused_reason=m["paused_reason"],
+            draining=bool(m["draining"]),
             infra_streak=m["infra_streak"],
             landing_holder=m["landing_holder"],
             landing_epoch=m["landing_epoch"],
@@ -265,6 +268,14 @@ class Store:
             .values(lease_expires_at=time.time() + ttl)
         )
         return bool(result.rowcount)
+
+    def holds_lease(self, c: Connection, seq: int, token: int) -> bool:
+        """Whether the lease is still ours (a read: nothing is written)."""
+        row = c.execute(
+            select(s.items.c.lease_token, s.items.c.state).where(s.items.c.seq == seq)
+        ).first()
+        return row is not None and row[0] == token and row[1] in (
+            State.TESTING.value, State.LANDING.value)
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -433,7 +444,7 @@ class Store:
             )
             for i in self.items(c)
         )
-        return QueueView(q.paused, views, max_recoveries, q.paused_reason)
+        return QueueView(q.paused, views, max_recoveries, q.paused_reason, q.draining)
 
 
 def require_state(item: Item, allowed: set[State], action: str) -> None:

@@ -141,6 +141,11 @@ class Worker:
 
     def _claim(self, c: Any, decision: scheduler.Decision) -> Callable[[], None] | None:
         """Take the item for this worker inside the scheduling transaction."""
+        if isinstance(decision, scheduler.PauseQueue):
+            self.store.update_queue(c, paused=1, paused_reason=decision.reason, draining=0)
+            self.store.add_event(c, None, "paused", {"reason": decision.reason})
+            self.log(f"queue paused: {decision.reason}")
+            return None
         seq = int(decision.item[1:])
         self.last_item = seq
         item = self.store.item(c, seq)
@@ -521,17 +526,26 @@ class Worker:
 
     @contextmanager
     def _heartbeat(self, seq: int, token: int) -> Iterator[threading.Event]:
-        """Renew the item's lease every lease_ttl/4; set the event when it is lost."""
+        """Renew the item's lease every lease_ttl/4 and check it every second; set the event
+        when it is lost (cancelled, aborted by `pause --abort-running`, or taken over)."""
         lost = threading.Event()
         done = threading.Event()
+        check_every = min(1.0, self.settings.lease_ttl / 4)
 
         def beat() -> None:
-            while not done.wait(self.settings.lease_ttl / 4):
+            renewed = time.monotonic()
+            while not done.wait(check_every):
+                renew = time.monotonic() - renewed >= self.settings.lease_ttl / 4
                 try:
                     with self.store.tx() as c:
-                        ok = self.store.renew_lease(c, seq, token, self.settings.lease_ttl)
+                        if renew:
+                            ok = self.store.renew_lease(c, seq, token, self.settings.lease_ttl)
+                        else:
+                            ok = self.store.holds_lease(c, seq, token)
                 except Exception:  # noqa: S112 - a busy store is retried next beat
                     continue
+                if renew:
+                    renewed = time.monotonic()
                 if not ok:
                     lost.set()
                     return
