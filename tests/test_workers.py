@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from lockstep.queue.model import State
+from lockstep.queue.worker import Worker
 from tests.system import REPO_ROOT, STAGES, System, sh
 
 
@@ -248,3 +249,19 @@ def test_worker_lost_too_often_is_rejected(system: System) -> None:
     assert rejected.outcome["kind"] == "worker-lost"
     assert rejected.recoveries == 3
     assert system.remote_tags() == {}
+
+
+def test_finished_workers_and_old_run_dirs_are_cleaned_up(system: System) -> None:
+    system.set_rules({"build": {"fail_if": [["alpha", "v1.1.0"]]}})
+    item = system.submit("alpha", "v1.1.0", configs=["default"])
+    system.cli("queue", "run")
+    runs_dir = system.ws_dir / ".lockstep" / "runs" / item.id
+    assert runs_dir.is_dir()  # the failed run's workspace is kept for inspection
+    for _ in range(3):
+        assert system.cli("queue", "run").returncode == 0
+    store = system.store()
+    with store.tx() as c:
+        rows = c.exec_driver_sql("SELECT count(*) FROM workers").scalar_one()
+    assert rows == 1  # only the last, already exited, worker is left until the next run
+    Worker(system.workspace(), store)._prune_run_dirs(keep=0)
+    assert not runs_dir.exists()

@@ -141,7 +141,7 @@ def _summary(root: Path, ws: Workspace, store: Store, seqs: list[int]) -> str:
         "look around:",
         f"  lockstep queue status {cd}",
         f"  lockstep manifest show {cd}",
-        f"  lockstep queue logs q3 --stage contract {cd}" if len(seqs) >= 3 else "",
+        f"  lockstep queue logs q3 --stage contract {cd}",
         f"  git -C {ws.root} log --oneline --decorate",
     ]
-    return "\n".join(x for x in lines if x)
+    return "\n".join(lines)

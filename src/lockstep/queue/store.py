@@ -409,6 +409,19 @@ class Store:
         )
         return worker
 
+    def forget_dead_workers(self, c: Connection) -> int:
+        """Delete rows of this host's exited workers that hold nothing; returns how many."""
+        held: set[str | None] = {i.holder for i in self.items(c)}
+        held.add(self.queue(c).landing_holder)
+        gone = 0
+        for row in c.execute(select(s.workers).where(s.workers.c.host == HOST)).all():
+            m = row._mapping
+            if m["id"] in held or _pid_matches(m["pid"], m["pid_started"]):
+                continue
+            c.execute(s.workers.delete().where(s.workers.c.id == m["id"]))
+            gone += 1
+        return gone
+
     def worker_alive(self, c: Connection, worker: str | None, lease_expires_at: float | None,
                      now: float) -> bool:
         """Whether a holder still works: a dead pid on this host is dead at once, else the lease."""
@@ -418,15 +431,8 @@ class Store:
         if row is None:
             return False
         m = row._mapping
-        if m["host"] == HOST:
-            try:
-                proc = psutil.Process(m["pid"])
-                if abs(proc.create_time() - m["pid_started"]) > 1.0:
-                    return False
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    return False
-            except psutil.NoSuchProcess:
-                return False
+        if m["host"] == HOST and not _pid_matches(m["pid"], m["pid_started"]):
+            return False
         return lease_expires_at is not None and lease_expires_at > now
 
     def view(self, c: Connection, max_recoveries: int) -> QueueView:
@@ -445,6 +451,16 @@ class Store:
             for i in self.items(c)
         )
         return QueueView(q.paused, views, max_recoveries, q.paused_reason, q.draining)
+
+
+def _pid_matches(pid: int, started: float) -> bool:
+    """Whether pid is still the process that started at `started` (not exited, not reused)."""
+    try:
+        proc = psutil.Process(pid)
+        return bool(abs(proc.create_time() - started) <= 1.0
+                    and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def require_state(item: Item, allowed: set[State], action: str) -> None:

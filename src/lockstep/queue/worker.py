@@ -79,7 +79,22 @@ class Worker:
         self.last_item: int | None = None
         self.last_landed: str | None = None
         with store.tx() as c:
+            store.forget_dead_workers(c)
             self.id = store.register_worker(c)
+        self._prune_run_dirs()
+
+    def _prune_run_dirs(self, keep: int = 20) -> None:
+        """Keep the stage workspaces of the last `keep` finished items (failed runs' are kept
+        for inspection); older ones would only fill the disk."""
+        if not self.ws.runs_dir.is_dir():
+            return
+        with self.store.tx() as c:
+            finished = {i.id for i in self.store.items(c, include_terminal=True)
+                        if i.state.terminal}
+        dirs = sorted((d for d in self.ws.runs_dir.iterdir() if d.name in finished),
+                      key=lambda d: int(d.name[1:]))
+        for old in dirs[:-keep] if keep else dirs:
+            shutil.rmtree(old, ignore_errors=True)
 
     # --- the loop --------------------------------------------------------------------------
 
