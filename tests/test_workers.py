@@ -265,3 +265,12 @@ def test_finished_workers_and_old_run_dirs_are_cleaned_up(system: System) -> Non
     assert rows == 1  # only the last, already exited, worker is left until the next run
     Worker(system.workspace(), store)._prune_run_dirs(keep=0)
     assert not runs_dir.exists()
+
+
+def test_store_written_by_a_newer_lockstep_is_refused(system: System) -> None:
+    store = system.store()
+    with store.tx() as c:
+        c.exec_driver_sql("UPDATE schema_info SET version = 99")
+    proc = system.cli("queue", "status")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: the queue store uses schema 99")

@@ -139,8 +139,17 @@ class Store:
     def _init(self) -> None:
         s.metadata.create_all(self.engine)
         with self.tx() as c:
-            if c.execute(select(s.schema_info.c.version)).first() is None:
+            row = c.execute(select(s.schema_info.c.version)).first()
+            if row is None:
                 c.execute(insert(s.schema_info).values(version=s.SCHEMA_VERSION))
+            elif row[0] > s.SCHEMA_VERSION:
+                raise StateError(
+                    f"the queue store uses schema {row[0]}, newer than this lockstep "
+                    f"understands ({s.SCHEMA_VERSION})",
+                    "upgrade lockstep; never downgrade it over a store a newer one wrote",
+                )
+            elif row[0] < s.SCHEMA_VERSION:  # pragma: no cover - no older schema exists yet
+                raise StateError(f"queue store schema {row[0]} needs a migration")
             if c.execute(select(s.queues.c.id).where(s.queues.c.id == QUEUE_ID)).first() is None:
                 c.execute(insert(s.queues).values(id=QUEUE_ID, mode="serial", paused=0,
                                                   draining=0))
