@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.system import REPO_ROOT, System, sh
@@ -114,3 +116,33 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     (other / "file").write_text("x")
     refused = lockstep("demo", str(other), cwd=tmp_path)
     assert refused.returncode == 2 and "not empty" in refused.stderr
+
+
+def test_demo_killed_while_building_is_rebuilt(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "lockstep", "demo", str(target)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    building = target / ".lockstep-demo-building"
+    deadline = time.monotonic() + 60
+    while not building.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert building.exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert building.exists() and not (target / ".lockstep-demo").exists()
+    again = lockstep("demo", str(target), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "interrupted" in again.stdout
+    assert len(sh(["tag", "--list"], target / "remotes" / "integration.git").split()) == 4
+
+
+def test_interrupted_init_is_redone(tmp_path: Path) -> None:
+    repo = tmp_path / "integration"
+    sh(["init", "--quiet", str(repo)], tmp_path)
+    (repo / "lockstep.toml").write_text("[integration")  # a half-written file, no commit yet
+    proc = lockstep("init", str(repo), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sh(["log", "--format=%s"], repo) == "lockstep init"
+    assert lockstep("manifest", "validate", cwd=repo).returncode == 0

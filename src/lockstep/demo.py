@@ -7,6 +7,7 @@ DIR/integration. Running it again on the same DIR reuses what is there.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from lockstep.scaffold import init
 from lockstep.workspace import Workspace
 
 MARKER = ".lockstep-demo"
+BUILDING = ".lockstep-demo-building"
 _IDENT = ["-c", "user.name=lockstep demo", "-c", "user.email=demo@localhost"]
 
 
@@ -83,13 +85,19 @@ def run_demo(directory: Path | None, log: Callable[[str], None]) -> str:
     if (root / MARKER).exists():
         log(f"reusing the demo system in {root}")
         ws = Workspace.open(root / "integration")
-    elif root.exists() and any(root.iterdir()):
-        raise UsageError(f"{root} is not empty and holds no lockstep demo",
-                         "pass a new or empty directory, or omit it")
     else:
+        if (root / BUILDING).exists():
+            log(f"an earlier demo build in {root} was interrupted; building it again")
+            for part in ("remotes", "sources", "integration"):
+                shutil.rmtree(root / part, ignore_errors=True)
+        elif root.exists() and any(root.iterdir()):
+            raise UsageError(f"{root} is not empty and holds no lockstep demo",
+                             "pass a new or empty directory, or omit it")
         log(f"building a sample distributed monolith in {root}")
         root.mkdir(parents=True, exist_ok=True)
+        (root / BUILDING).write_text("lockstep demo build in progress\n", encoding="utf-8")
         ws = build(root, log)
+        (root / BUILDING).unlink()
     store = ops.open_store(ws)
     submitted = []
     log("submitting bumps:")

@@ -55,16 +55,31 @@ infra_pause_after = 3         # pause the queue after this many infrastructure r
 GITIGNORE = "# lockstep's local state: store, logs, caches, stage workspaces\n.lockstep/\n"
 
 
+_INIT_FILES = {".git", config_mod.CONFIG_FILE, "manifest.toml", ".gitignore"}
+
+
+def _interrupted_init(directory: Path) -> bool:
+    """A repo with no commit yet holding only files init writes: a killed init, safe to redo."""
+    if not (directory / ".git").is_dir():
+        return False
+    if any(p.name not in _INIT_FILES for p in directory.iterdir()):
+        return False
+    return git.rev_parse(directory, "HEAD") is None
+
+
 def init(directory: Path, *, branch: str = "main", remote_url: str | None = None,
          config_text: str = TEMPLATE, manifest_text: str | None = None) -> Path:
     """Create and commit an integration repo in directory; refuses to overwrite one."""
     directory = directory.resolve()
-    if (directory / config_mod.CONFIG_FILE).exists():
+    interrupted = _interrupted_init(directory)
+    if (directory / config_mod.CONFIG_FILE).exists() and not interrupted:
         raise UsageError(
             f"{directory / config_mod.CONFIG_FILE} already exists",
             "this is already an integration repo; edit it instead",
         )
-    if directory.exists() and any(p.name != ".git" for p in directory.iterdir()):
+    if not interrupted and directory.exists() and any(
+        p.name != ".git" for p in directory.iterdir()
+    ):
         raise UsageError(f"{directory} is not empty", "choose a new or empty directory")
     if remote_url is not None and (remote_url.startswith("-") or
                                    any(ch.isspace() for ch in remote_url)):
