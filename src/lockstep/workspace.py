@@ -22,6 +22,7 @@ class Workspace:
     root: Path
     config: Config
     _manifests: dict[str, Manifest] = field(default_factory=dict, repr=False)
+    _known_commits: set[str] = field(default_factory=set, repr=False)  # present locally
 
     @classmethod
     def open(cls, root: Path) -> Workspace:
@@ -84,8 +85,9 @@ class Workspace:
             head = git.ls_remote(self.root, self.remote, branch_ref).get(branch_ref)
             if head is None:
                 raise GitError(f"the remote has no branch {self.branch!r}")
-            if not git.has_object(self.root, head):
+            if head not in self._known_commits and not git.has_object(self.root, head):
                 self.fetch_branch()
+            self._known_commits.add(head)
         except GitError as exc:
             raise GitError(
                 f"cannot read {self.branch} from remote {self.remote!r}: {exc.message}",
@@ -118,7 +120,9 @@ class Workspace:
         """Record a commit's manifest (e.g. one lockstep just landed) to skip reading it."""
         if len(self._manifests) > 256:
             self._manifests.clear()
+            self._known_commits.clear()
         self._manifests[commit] = manifest
+        self._known_commits.add(commit)
 
     def working_manifest(self) -> Manifest:
         """The manifest file as it is in the work tree."""

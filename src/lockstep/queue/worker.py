@@ -7,6 +7,7 @@ a heartbeat thread keeps the lease alive.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -24,7 +25,7 @@ import psutil
 
 from lockstep import faults, git
 from lockstep.config import Stage
-from lockstep.errors import LockstepError
+from lockstep.errors import GitError, LockstepError
 from lockstep.manifest import Manifest, Pin
 from lockstep.queue import candidate as candidate_mod
 from lockstep.queue import landing, notify, scheduler
@@ -77,7 +78,9 @@ class Worker:
         self.report = WorkerReport()
         self.idle_reason: str | None = None
         self.last_item: int | None = None
-        self.last_landed: str | None = None
+        self.last_landed: str | None = None  # not yet synced to the checkout
+        self.last_landed_commit: str | None = None
+        self._tag_names: set[str] | None = None  # known tag names, refreshed on any surprise
         with store.tx() as c:
             store.forget_dead_workers(c)
             self.id = store.register_worker(c)
@@ -187,7 +190,9 @@ class Worker:
             if not self.store.transition(c, seq, {State.QUEUED}, State.TESTING,
                                          attempt=item.attempt + 1, **lease):
                 return None
-            return lambda: self._test(seq, token)
+            claimed = dataclasses.replace(item, state=State.TESTING, attempt=item.attempt + 1,
+                                          lease_token=token)
+            return lambda: self._test(claimed, token)
         if not self._take_landing_lock(c):
             return None
         self.store.set_item(c, seq, **lease)
@@ -195,9 +200,8 @@ class Worker:
 
     # --- testing ---------------------------------------------------------------------------
 
-    def _test(self, seq: int, token: int) -> None:
-        with self.store.tx() as c:
-            item = self.store.item(c, seq)
+    def _test(self, item: Item, token: int) -> None:
+        seq = item.seq
         try:
             with self._heartbeat(seq, token) as lost:
                 self._test_item(item, token, lost)
@@ -264,8 +268,10 @@ class Worker:
 
     def _history_intact(self, item: Item, token: int, head: str) -> bool:
         """Pause the queue (`history-rewritten`) if the remote lost lockstep's last landing."""
-        with self.store.tx() as c:
-            last = self.store.last_landed_commit(c)
+        if self.last_landed_commit is None:
+            with self.store.tx() as c:
+                self.last_landed_commit = self.store.last_landed_commit(c)
+        last = self.last_landed_commit
         if last is None or last == head or not git.has_object(self.ws.root, last):
             return True
         if git.is_ancestor(self.ws.root, last, head):
@@ -286,9 +292,14 @@ class Worker:
         for other in reversed(self.store.landed_since(c, item.component, item.submitted_at)):
             cand = other.candidate or {}
             if other.sha == pin.sha and configuration in cand.get("configurations", []):
-                repo = self.ws.components.ensure(item.component, pin.sha)
-                self.ws.components.ensure(item.component, item.sha)
-                if git.is_ancestor(repo, item.sha, pin.sha):
+                repo = self.ws.components.path(item.component)
+                try:
+                    descends = git.is_ancestor(repo, item.sha, pin.sha)
+                except GitError:  # an object is missing from the mirror: fetch, then ask again
+                    self.ws.components.ensure(item.component, pin.sha)
+                    self.ws.components.ensure(item.component, item.sha)
+                    descends = git.is_ancestor(repo, item.sha, pin.sha)
+                if descends:
                     return other.id
         return None
 
@@ -469,7 +480,7 @@ class Worker:
         now = datetime.now(UTC)
         name = landing.next_tag_name(
             self.ws.config.integration.tag_format,
-            set(landing.remote_tags(self.ws)) | _local_tags(self.ws), now)
+            self._known_tag_names(), now)
         with self.store.tx() as c:
             self._check_token(c, seq, token)
             journal_id = self.store.add_landing(
@@ -483,6 +494,14 @@ class Worker:
             self.store.transition(c, seq, {State.PASSED}, State.LANDING)
         faults.crashpoint("before-commit")
         self._finish_landing(seq, token, fresh=True)
+
+    def _known_tag_names(self) -> set[str]:
+        """Tag names on the remote and locally, read once per worker and kept up to date with
+        its own landings; a name someone else took meanwhile makes the push fail, and the
+        reconcile that follows picks the next free one and forgets this cache."""
+        if self._tag_names is None:
+            self._tag_names = set(landing.remote_tags(self.ws)) | _local_tags(self.ws)
+        return self._tag_names
 
     def _finish_landing(self, seq: int, token: int, fresh: bool = False) -> None:
         """Reconcile the item's open journal row until it is landed or undone."""
@@ -499,6 +518,8 @@ class Worker:
                 return
             result = landing.reconcile(self.ws, journal, cand["manifest"],
                                        fresh=fresh and attempt == 0)
+            if not (fresh and attempt == 0 and result.result == landing.Result.LANDED):
+                self._tag_names = None
             if result.renamed_tag:
                 with self.store.tx() as c:
                     self.store.update_landing(c, journal["id"], tag_name=result.renamed_tag,
@@ -524,7 +545,9 @@ class Worker:
                 assert result.commit is not None
                 self.report.landed.append(item.id)
                 self.log(f"{item.id}: landed as {result.tag} ({result.commit[:12]})")
-                self.last_landed = result.commit
+                self.last_landed = self.last_landed_commit = result.commit
+                if self._tag_names is not None:
+                    self._tag_names.add(journal["tag_name"])
                 self.ws.remember_manifest(result.commit,
                                           Manifest(cand["manifest"], self.ws.manifest_path))
             else:
