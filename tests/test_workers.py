@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from lockstep.queue import scheduler
 from lockstep.queue.model import State
 from lockstep.queue.worker import Worker
 from tests.system import REPO_ROOT, STAGES, System, sh
@@ -274,3 +275,54 @@ def test_store_written_by_a_newer_lockstep_is_refused(system: System) -> None:
     proc = system.cli("queue", "status")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: the queue store uses schema 99")
+
+
+def test_cancel_of_a_landing_item_is_refused_and_it_lands(system: System) -> None:
+    """Q9: a landing item cannot be cancelled (exit 1); the next run lands it."""
+    item_id = _crash_before_commit(system)
+    proc = system.cli("queue", "cancel", item_id)
+    assert proc.returncode == 1 and "landing in progress" in proc.stderr
+    assert system.cli("queue", "run").returncode == 0
+    assert system.item(item_id).state == State.LANDED
+
+
+def test_pause_with_a_run_in_flight(system: System) -> None:
+    """Q8: the run in flight finishes and keeps its result, nothing lands until resume."""
+    system.set_rules({"deploy": {"sleep": 1}})
+    item = system.submit("alpha", "v1.1.0", configs=["default"])
+    worker = _worker(system)
+    _wait_for(lambda: any(r["stage"] == "deploy" for r in system.gate_runs()))
+    assert system.cli("queue", "pause").returncode == 0
+    later = system.submit("beta", "v1.1.0")  # accepted while paused
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert system.item(item.id).state == State.PASSED
+    assert system.item(later.id).state == State.QUEUED
+    assert system.remote_tags() == {}
+    assert system.cli("queue", "resume").returncode == 0
+    system.run_queue()
+    assert system.item(item.id).state == State.LANDED
+    assert system.item(later.id).state == State.LANDED
+    assert len([r for r in system.gate_runs() if r["item"] == item.id]) == 3  # not retested
+
+
+def test_fenced_worker_does_not_land(system: System) -> None:
+    """A worker whose landing lock was taken over (epoch moved) touches neither git nor store."""
+    system.submit("gamma", "v1.1.0", configs=["default"])
+    ws = system.workspace()
+    store = system.store()
+    worker = Worker(ws, store)
+    assert worker.step()  # tests the item: it passes and waits to land
+    with store.tx() as c:
+        plan = scheduler.decide(store.view(c, 3))
+        [land] = plan.decisions
+        action = worker._claim(c, land)
+    assert action is not None
+    with store.tx() as c:  # another worker takes the lock over meanwhile
+        store.update_queue(c, landing_holder="elsewhere:1:x",
+                           landing_epoch=store.queue(c).landing_epoch + 1)
+    head = system.remote_head()
+    action()
+    assert system.remote_head() == head and system.remote_tags() == {}
+    with store.tx() as c:
+        assert store.open_landing(c, 1) is None

@@ -184,6 +184,16 @@ class Store:
         """Update columns of the queue row."""
         c.execute(update(s.queues).where(s.queues.c.id == QUEUE_ID).values(**values))
 
+    def renew_landing_lock(self, c: Connection, worker: str, epoch: int, ttl: float) -> bool:
+        """Extend the landing lock if this worker still holds it at this epoch."""
+        result = c.execute(
+            update(s.queues)
+            .where(s.queues.c.id == QUEUE_ID, s.queues.c.landing_holder == worker,
+                   s.queues.c.landing_epoch == epoch)
+            .values(landing_expires_at=time.time() + ttl)
+        )
+        return bool(result.rowcount)
+
     def next_lease_token(self, c: Connection) -> int:
         """A fresh, monotonically increasing lease token."""
         c.execute(

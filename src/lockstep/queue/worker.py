@@ -184,8 +184,10 @@ class Worker:
             self.log(f"{item.id}: its worker died while testing; it is retested from stage 1")
             return None
         if isinstance(decision, scheduler.Recover):
+            if not self._take_landing_lock(c):
+                return None
             self.store.set_item(c, seq, **lease)
-            return lambda: self._finish_landing(seq, token)
+            return lambda: self._landing_guarded(seq, token, self._finish_landing)
         if isinstance(decision, scheduler.Test):
             if not self.store.transition(c, seq, {State.QUEUED}, State.TESTING,
                                          attempt=item.attempt + 1, **lease):
@@ -196,7 +198,7 @@ class Worker:
         if not self._take_landing_lock(c):
             return None
         self.store.set_item(c, seq, **lease)
-        return lambda: self._land(seq, token)
+        return lambda: self._landing_guarded(seq, token, self._land)
 
     # --- testing ---------------------------------------------------------------------------
 
@@ -471,6 +473,22 @@ class Worker:
     def _release_landing_lock(self, c: Any) -> None:
         self.store.update_queue(c, landing_holder=None, landing_expires_at=None)
 
+    def _check_epoch(self, c: Any) -> None:
+        """Fencing: stop unless this worker still holds the landing lock it took."""
+        q = self.store.queue(c)
+        if q.landing_holder != self.id or q.landing_epoch != self._epoch:
+            raise LeaseLost
+
+    def _landing_guarded(self, seq: int, token: int,
+                         action: Callable[[int, int], None]) -> None:
+        """Run a landing step with the lease and landing lock kept alive; a fenced worker
+        stops touching git and leaves the landing to the lock's new holder."""
+        try:
+            with self._heartbeat(seq, token, landing=True):
+                action(seq, token)
+        except LeaseLost:
+            self.log(f"{item_id(seq)}: another worker took over the landing; leaving it to it")
+
     def _land(self, seq: int, token: int) -> None:
         # No pre-check of the remote head: the push is conditional on the base (lease), and a
         # refused push is reconciled (the base moved → the item is retested on the new base).
@@ -483,6 +501,7 @@ class Worker:
             self._known_tag_names(), now)
         with self.store.tx() as c:
             self._check_token(c, seq, token)
+            self._check_epoch(c)
             journal_id = self.store.add_landing(
                 c, item_seq=seq, epoch=self._epoch, state="open", base=cand["base"],
                 tree=cand["tree"], commit_message=landing.commit_message(item, cand, 0),
@@ -507,6 +526,7 @@ class Worker:
         """Reconcile the item's open journal row until it is landed or undone."""
         for attempt in range(5):
             with self.store.tx() as c:
+                self._check_epoch(c)
                 item = self.store.item(c, seq)
                 journal = self.store.open_landing(c, seq)
             cand = item.candidate or {}
@@ -527,6 +547,7 @@ class Worker:
                                                   result.renamed_tag, item, cand))
                 continue
             with self.store.tx() as c:
+                self._check_epoch(c)
                 if result.result == landing.Result.LANDED:
                     outcome = {"commit": result.commit, "tag": result.tag,
                                "tag_object": result.tag_object, "landing": journal["id"]}
@@ -563,7 +584,8 @@ class Worker:
             raise LeaseLost
 
     @contextmanager
-    def _heartbeat(self, seq: int, token: int) -> Iterator[threading.Event]:
+    def _heartbeat(self, seq: int, token: int,
+                   landing: bool = False) -> Iterator[threading.Event]:
         """Renew the item's lease every lease_ttl/4 and check it every second; set the event
         when it is lost (cancelled, aborted by `pause --abort-running`, or taken over)."""
         lost = threading.Event()
@@ -578,6 +600,9 @@ class Worker:
                     with self.store.tx() as c:
                         if renew:
                             ok = self.store.renew_lease(c, seq, token, self.settings.lease_ttl)
+                            if landing:
+                                ok = ok and self.store.renew_landing_lock(
+                                    c, self.id, self._epoch, self.settings.lease_ttl)
                         else:
                             ok = self.store.holds_lease(c, seq, token)
                 except Exception:  # noqa: S112 - a busy store is retried next beat
