@@ -84,3 +84,26 @@ def test_failing_notifier_gives_up_after_attempts(system: System) -> None:
     with store.tx() as c:
         [row] = store.outbox_rows(c)
     assert row["state"] == "failed" and row["attempts"] == 3
+
+
+def test_slow_receiver_does_not_hold_up_the_queue(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_SECRET", "k")
+    listener = webhook.start()
+    listener.delay = 3.0
+    try:
+        notifier = (f'[[notifiers]]\ntype = "webhook"\nurl = "{listener.url}"\n'
+                    'secret_env = "HOOK_SECRET"\nevents = ["rejected"]\n')
+        system = System.create(tmp_path, extra_config=notifier)
+        system.set_rules({"build": {"fail_if": [["alpha", "v1.1.0"]]}})
+        bad = system.submit("alpha", "v1.1.0", configs=["default"])
+        good = system.submit("beta", "v1.1.0", configs=["default"])
+        system.run_queue()
+        landed = system.item(good.id)
+        assert system.item(bad.id).state == State.REJECTED
+        assert landed.state == State.LANDED
+        assert len(listener.deliveries) == 1 and len(listener.answered_at) == 1
+        # The landing happened while the receiver was still sitting on the rejection.
+        assert landed.updated_at < listener.answered_at[0]
+    finally:
+        listener.stop()

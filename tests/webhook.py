@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,6 +26,8 @@ class Listener:
     thread: threading.Thread
     deliveries: list[Delivery] = field(default_factory=list)
     status: int = 200
+    delay: float = 0.0  # seconds to wait before answering
+    answered_at: list[float] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -50,9 +53,11 @@ def start(port: int = 0) -> Listener:
             listener: Listener = holder["listener"]
             listener.deliveries.append(
                 Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            time.sleep(listener.delay)
             self.send_response(listener.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
+            listener.answered_at.append(time.time())
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

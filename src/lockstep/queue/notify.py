@@ -71,10 +71,18 @@ def _deliver_one(notifier: WebhookNotifier | CommandNotifier, row: dict[str, Any
 
 def deliver_due(store: Store, cfg: Config, attempts: int, now: float | None = None,
                 cwd: Path | None = None) -> int:
-    """Try every due delivery once; returns how many were delivered."""
+    """Try every due delivery once; returns how many were delivered.
+
+    Rows are claimed first (their next attempt moved past the notifier's timeout), so two
+    workers do not send the same delivery at once; a crash mid-send just retries it later.
+    """
     now = time.time() if now is None else now
     with store.tx() as c:
         rows = store.due_outbox(c, now)
+        for row in rows:
+            timeout = (cfg.notifiers[row["notifier"]].timeout
+                       if row["notifier"] < len(cfg.notifiers) else 0.0)
+            store.update_outbox(c, row["id"], next_attempt_at=time.time() + timeout + 30.0)
     delivered = 0
     for row in rows:
         error: str | None = None

@@ -26,6 +26,7 @@ import psutil
 from lockstep import faults, git
 from lockstep.config import Stage
 from lockstep.errors import GitError, LockstepError
+from lockstep.git import redact
 from lockstep.manifest import Manifest, Pin
 from lockstep.queue import candidate as candidate_mod
 from lockstep.queue import landing, notify, scheduler
@@ -107,9 +108,26 @@ class Worker:
         --until-empty waits while another worker holds the front item (there may be more
         after it) and stops when nothing is left or the queue is paused.
         """
+        stop = threading.Event()
+        sender = threading.Thread(target=self._deliver_until, args=(stop,), daemon=True,
+                                  name="notifier-deliveries")
+        sender.start()
+        try:
+            self._loop(mode, poll)
+        finally:
+            stop.set()
+            sender.join()
+        self.deliver()  # what the last step queued goes out before `queue run` returns
+        return self.report
+
+    def _deliver_until(self, stop: threading.Event) -> None:
+        """Deliver notifications beside the work, so a slow receiver never holds up the queue."""
+        while not stop.wait(0.5):
+            self.deliver()
+
+    def _loop(self, mode: RunMode, poll: float) -> None:
         while True:
             did = self.step()
-            self.deliver()
             if did:
                 if mode == RunMode.ONCE and not self._front_passed():
                     break
@@ -122,7 +140,6 @@ class Worker:
                 break
             time.sleep(poll)
         self.sync_checkout()
-        return self.report
 
     def sync_checkout(self) -> None:
         """Fast-forward the integration repo's checkout to the last landing (once per idle)."""
@@ -138,12 +155,12 @@ class Worker:
             return self.store.item(c, self.last_item).state == State.PASSED
 
     def deliver(self) -> None:
-        """Send due notifier deliveries (never raises: a notifier must not block the queue)."""
+        """Send due notifier deliveries (never raises: a notifier must not stop the queue)."""
         try:
             notify.deliver_due(self.store, self.ws.config, self.settings.notify_attempts,
-                              cwd=self.ws.root)
-        except LockstepError as exc:
-            self.log(f"notifier delivery failed: {exc.one_line()}")
+                               cwd=self.ws.root)
+        except Exception as exc:  # a broken notifier or a busy store: the next round retries
+            self.log(f"notifier delivery failed: {redact(str(exc))}")
 
     def step(self) -> bool:
         """One scheduling round; False when there was nothing to do now."""
