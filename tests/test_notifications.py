@@ -90,7 +90,7 @@ def test_slow_receiver_does_not_hold_up_the_queue(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOOK_SECRET", "k")
     listener = webhook.start()
-    listener.delay = 3.0
+    listener.delay = 6.0
     try:
         notifier = (f'[[notifiers]]\ntype = "webhook"\nurl = "{listener.url}"\n'
                     'secret_env = "HOOK_SECRET"\nevents = ["rejected"]\n')
