@@ -129,7 +129,7 @@ def _wait_reasons(store: Store, c: Any, max_recoveries: int) -> tuple[dict[str, 
 
 def status(ws: Workspace, store: Store) -> dict[str, Any]:
     """The `queue status --json` document."""
-    with store.tx() as c:
+    with store.read() as c:
         q = store.queue(c)
         items = store.items(c)
         reasons, ordered = _wait_reasons(store, c, ws.config.queue.max_recoveries)
@@ -202,7 +202,7 @@ def _item_summary(item: Item, position: int | None, wait: str | None) -> dict[st
 
 def show(ws: Workspace, store: Store, seq: int) -> dict[str, Any]:
     """The `queue show ID --json` document."""
-    with store.tx() as c:
+    with store.read() as c:
         item = store.item(c, seq)
         runs = store.runs(c, seq)
         reasons, ordered = _wait_reasons(store, c, ws.config.queue.max_recoveries)
@@ -248,7 +248,7 @@ def log_files(ws: Workspace, store: Store, seq: int, stage: str | None,
                                 f"stages: {', '.join(s.name for s in ws.config.stages)}")
     if configuration is not None:
         names.configuration_name(configuration)
-    with store.tx() as c:
+    with store.read() as c:
         store.item(c, seq)
         runs = store.runs(c, seq)
     return [

@@ -117,7 +117,9 @@ def _sqlite_engine(path: Path) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no upgrade deadlocks); readers do not take it.
+        read_only = conn.get_execution_options().get("lockstep_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -159,6 +161,14 @@ class Store:
         """One write transaction (BEGIN IMMEDIATE on SQLite)."""
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read-only transaction: a consistent snapshot without the write lock."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(lockstep_read_only=True)
+            with conn.begin():
+                yield conn
 
     def close(self) -> None:
         """Release database resources."""

@@ -92,7 +92,7 @@ class Worker:
         for inspection); older ones would only fill the disk."""
         if not self.ws.runs_dir.is_dir():
             return
-        with self.store.tx() as c:
+        with self.store.read() as c:
             finished = {i.id for i in self.store.items(c, include_terminal=True)
                         if i.state.terminal}
         dirs = sorted((d for d in self.ws.runs_dir.iterdir() if d.name in finished),
@@ -151,7 +151,7 @@ class Worker:
         """Whether the item just tested passed and waits to land (--once lands it too)."""
         if self.last_item is None:
             return False
-        with self.store.tx() as c:
+        with self.store.read() as c:
             return self.store.item(c, self.last_item).state == State.PASSED
 
     def deliver(self) -> None:
@@ -240,7 +240,7 @@ class Worker:
         if not self._history_intact(item, token, base):
             return
         base_manifest = self.ws.manifest_at(base)
-        with self.store.tx() as c:
+        with self.store.read() as c:
             plan = candidate_mod.plan(
                 component=item.component,
                 version=item.version,
@@ -288,7 +288,7 @@ class Worker:
     def _history_intact(self, item: Item, token: int, head: str) -> bool:
         """Pause the queue (`history-rewritten`) if the remote lost lockstep's last landing."""
         if self.last_landed_commit is None:
-            with self.store.tx() as c:
+            with self.store.read() as c:
                 self.last_landed_commit = self.store.last_landed_commit(c)
         last = self.last_landed_commit
         if last is None or last == head or not git.has_object(self.ws.root, last):
@@ -509,7 +509,7 @@ class Worker:
     def _land(self, seq: int, token: int) -> None:
         # No pre-check of the remote head: the push is conditional on the base (lease), and a
         # refused push is reconciled (the base moved → the item is retested on the new base).
-        with self.store.tx() as c:
+        with self.store.read() as c:
             item = self.store.item(c, seq)
         cand = item.candidate or {}
         now = datetime.now(UTC)
@@ -542,7 +542,7 @@ class Worker:
     def _finish_landing(self, seq: int, token: int, fresh: bool = False) -> None:
         """Reconcile the item's open journal row until it is landed or undone."""
         for attempt in range(5):
-            with self.store.tx() as c:
+            with self.store.read() as c:
                 self._check_epoch(c)
                 item = self.store.item(c, seq)
                 journal = self.store.open_landing(c, seq)
@@ -614,7 +614,7 @@ class Worker:
             while not done.wait(check_every):
                 renew = time.monotonic() - renewed >= self.settings.lease_ttl / 4
                 try:
-                    with self.store.tx() as c:
+                    with self.store.tx() if renew else self.store.read() as c:
                         if renew:
                             ok = self.store.renew_lease(c, seq, token, self.settings.lease_ttl)
                             if landing:
