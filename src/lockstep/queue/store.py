@@ -94,6 +94,13 @@ class QueueRow:
     landing_expires_at: float | None
 
 
+def _encode_json_columns(values: dict[str, Any]) -> None:
+    """The candidate and outcome columns hold JSON; accept them as dicts."""
+    for key in ("candidate", "outcome"):
+        if values.get(key) is not None and not isinstance(values[key], str):
+            values[key] = json.dumps(values[key], sort_keys=True)
+
+
 def _pk(result: Any) -> int:
     key = result.inserted_primary_key
     assert key is not None
@@ -269,9 +276,7 @@ class Store:
         self, c: Connection, seq: int, expect: set[State], to: State, **values: Any
     ) -> bool:
         """Compare-and-set an item's state; False when it was not in one of `expect`."""
-        for key in ("candidate", "outcome"):
-            if key in values and values[key] is not None and not isinstance(values[key], str):
-                values[key] = json.dumps(values[key])
+        _encode_json_columns(values)
         result = c.execute(
             update(s.items)
             .where(s.items.c.seq == seq, s.items.c.state.in_([e.value for e in expect]))
@@ -283,6 +288,7 @@ class Store:
 
     def set_item(self, c: Connection, seq: int, **values: Any) -> None:
         """Update item columns without a state change."""
+        _encode_json_columns(values)
         c.execute(update(s.items).where(s.items.c.seq == seq).values(**values))
 
     def renew_lease(self, c: Connection, seq: int, token: int, ttl: float) -> bool:

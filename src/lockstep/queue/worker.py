@@ -267,7 +267,7 @@ class Worker:
         }
         with self.store.tx() as c:
             self._check_token(c, item.seq, token)
-            self.store.set_item(c, item.seq, candidate=_json(cand))
+            self.store.set_item(c, item.seq, candidate=cand)
         candidate_manifest = Manifest(text, self.ws.manifest_path)
         for configuration in cand["configurations"]:
             for stage in self.ws.config.stages:
@@ -647,9 +647,3 @@ def _owners(ws: Workspace, component: str) -> list[str]:
 def _local_tags(ws: Workspace) -> set[str]:
     text = git.out(["tag", "--list"], ws.root)
     return set(text.split())
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True)
