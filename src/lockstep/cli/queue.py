@@ -12,8 +12,9 @@ from rich.table import Table
 
 from lockstep.cli.common import JsonOpt, WorkspaceOpt, console, info, print_json, workspace
 from lockstep.errors import UsageError
-from lockstep.queue import operations as ops
-from lockstep.queue.worker import RunMode, Worker
+
+# The store and worker (SQLAlchemy) are imported inside each command, so that `lockstep --help`
+# and the manifest commands start without loading the database engine.
 
 app = typer.Typer(help="The gated integration queue.", no_args_is_help=True)
 
@@ -30,6 +31,8 @@ def submit(
     ws_dir: WorkspaceOpt = Path("."),
 ) -> None:
     """Queue a bump; the tag is resolved to a commit SHA now, and that SHA is what is tested."""
+    from lockstep.queue import operations as ops
+
     ws = workspace(ws_dir)
     store = ops.open_store(ws)
     item = ops.submit(ws, store, component, version, config or [], priority)
@@ -56,6 +59,9 @@ def run(
     ws_dir: WorkspaceOpt = Path("."),
 ) -> None:
     """Run a worker: test items through the stages and land the ones that pass."""
+    from lockstep.queue import operations as ops
+    from lockstep.queue.worker import RunMode, Worker
+
     if sum([once, until_empty, forever]) > 1:
         raise UsageError("--once, --until-empty and --forever exclude each other",
                          "pass at most one")
@@ -76,6 +82,8 @@ def run(
 @app.command("status")
 def status(json_out: JsonOpt = False, ws_dir: WorkspaceOpt = Path(".")) -> None:
     """What is queued, what runs where, and why each item waits."""
+    from lockstep.queue import operations as ops
+
     ws = workspace(ws_dir)
     data = ops.status(ws, ops.open_store(ws))
     if json_out:
@@ -122,6 +130,8 @@ def _outcome(i: dict[str, Any]) -> str:
 def show(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
          json_out: JsonOpt = False, ws_dir: WorkspaceOpt = Path(".")) -> None:
     """Everything about one item: candidate, runs, outcome, notifications."""
+    from lockstep.queue import operations as ops
+
     seq = ops.parse_item_id(item)
     ws = workspace(ws_dir)
     data = ops.show(ws, ops.open_store(ws), seq)
@@ -158,6 +168,8 @@ def logs(
     ws_dir: WorkspaceOpt = Path("."),
 ) -> None:
     """Print the logs of an item's runs (every try of every stage, oldest first)."""
+    from lockstep.queue import operations as ops
+
     seq = ops.parse_item_id(item)
     ws = workspace(ws_dir)
     files = ops.log_files(ws, ops.open_store(ws), seq, stage, config)
@@ -178,6 +190,8 @@ def logs(
 def cancel(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
            ws_dir: WorkspaceOpt = Path(".")) -> None:
     """Cancel an item; a running test is stopped. A landing item cannot be cancelled (exit 1)."""
+    from lockstep.queue import operations as ops
+
     seq = ops.parse_item_id(item)
     ws = workspace(ws_dir)
     result = ops.cancel(ops.open_store(ws), seq, getpass.getuser())
@@ -191,6 +205,8 @@ def pause(
     ws_dir: WorkspaceOpt = Path("."),
 ) -> None:
     """Stop starting work (submissions are still accepted; a landing under way completes)."""
+    from lockstep.queue import operations as ops
+
     ws = workspace(ws_dir)
     aborted = ops.pause(ops.open_store(ws), abort_running=abort_running)
     suffix = f"; aborted {', '.join(aborted)} (requeued)" if aborted else ""
@@ -200,6 +216,8 @@ def pause(
 @app.command("drain")
 def drain(ws_dir: WorkspaceOpt = Path(".")) -> None:
     """Start nothing new, let what started finish and land, then pause (reason: drained)."""
+    from lockstep.queue import operations as ops
+
     ws = workspace(ws_dir)
     ops.drain(ops.open_store(ws))
     console.print("queue draining: it pauses once the work in flight has landed")
@@ -208,6 +226,8 @@ def drain(ws_dir: WorkspaceOpt = Path(".")) -> None:
 @app.command("resume")
 def resume(ws_dir: WorkspaceOpt = Path(".")) -> None:
     """Resume a paused queue."""
+    from lockstep.queue import operations as ops
+
     ws = workspace(ws_dir)
     ops.resume(ops.open_store(ws))
     console.print("queue resumed")
