@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import re
 import sqlite3
 from pathlib import Path
 
@@ -58,11 +60,20 @@ CONFIG_CASES = {
     "duplicate-stage": ("[[stages]]\nname = 'a'\ncommand = ['true']\ntimeout = 1\n"
                         "[[stages]]\nname = 'a'\ncommand = ['true']\ntimeout = 1\n",
                         "declared twice"),
-    "webhook-not-http": ("[[notifiers]]\ntype = 'webhook'\nurl = 'file:///etc/passwd'\n"
+    "webhook-not-http": ("[[notifiers]]\nname = 'hook'\ntype = 'webhook'\nurl = 'file:///etc/passwd'\n"
                          "secret = 'x'\n", "http"),
-    "webhook-without-secret": ("[[notifiers]]\ntype = 'webhook'\nurl = 'http://127.0.0.1/'\n",
+    "webhook-without-secret": ("[[notifiers]]\nname = 'hook'\ntype = 'webhook'\nurl = 'http://127.0.0.1/'\n",
                                "secret"),
+    "misspelt-key": ("[[stages]]\nname = 'build'\ncommand = ['true']\ntimout = 5\n",
+                     "stages.0.timout: unknown key (did you mean 'timeout'?)"),
+    "duplicate-notifier": ("[[notifiers]]\nname = 'ops'\ntype = 'command'\ncommand = ['true']\n"
+                           "[[notifiers]]\nname = 'ops'\ntype = 'command'\ncommand = ['true']\n",
+                           "notifiers.1.name: notifier 'ops' is declared twice (also notifiers.0)"),
+    "notifier-without-name": ("[[notifiers]]\ntype = 'command'\ncommand = ['true']\n",
+                              "notifiers.0.name: required key is missing"),
+    "bad-pass-env": ("[queue]\npass_env = ['A B']\n", "queue.pass_env: entry 0"),
 }
+ONE_LINE_WITH_HINT = re.compile(r"error: .+ \(.+\)\n")
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
@@ -73,6 +84,7 @@ def test_bad_config(ready: System, case: str, capsys: pytest.CaptureFixture[str]
     code, out, err = invoke(["queue", "submit", "alpha", "v1.1.0"], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: lockstep.toml"), err
+    assert ONE_LINE_WITH_HINT.fullmatch(err), err
     assert needle in err
     assert out == ""
     assert snapshot(ready) == before
@@ -122,6 +134,75 @@ def test_bad_arguments(ready: System, case: str, capsys: pytest.CaptureFixture[s
     code, out, err = invoke(argv, capsys)
     assert code == 2, (out, err)
     assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert ONE_LINE_WITH_HINT.fullmatch(err), err
     assert needle in err
     assert snapshot(ready) == before
     assert not Path("pwned").exists()
+
+
+MANIFEST_CASES = {
+    "invalid-sha": ('[configurations.default]\nalpha = { version = "v1.0.0", sha = "abc" }\n',
+                    "configurations.default.alpha: invalid commit SHA 'abc' "
+                    "(expected 40 lowercase hex digits)"),
+    "invalid-version": ('[configurations.default]\nalpha = { version = "v1 0", sha = "' + "a" * 40
+                        + '" }\n', "invalid version 'v1 0': it contains whitespace (use letters"),
+    "not-a-table": ("[configurations]\ndefault = 3\n",
+                    "configurations.default must be a table (write [configurations.default]"),
+    "bad-pin": ('[configurations.default]\nalpha = "v1.0.0"\n',
+                "(see docs/manifest.md for the format)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFEST_CASES))
+def test_bad_manifest(ready: System, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text, needle = MANIFEST_CASES[case]
+    (ready.ws_dir / "manifest.toml").write_text(text)
+    before = snapshot(ready)
+    code, out, err = invoke(["manifest", "show"], capsys)
+    assert (code, out) == (2, "")
+    assert ONE_LINE_WITH_HINT.fullmatch(err), err
+    assert needle in err
+    assert snapshot(ready) == before
+
+
+def test_a_tag_that_names_no_commit(ready: System, capsys: pytest.CaptureFixture[str]) -> None:
+    src = ready.sources["alpha"]
+    sh(["tag", "v9-tree", "HEAD^{tree}"], src)
+    sh(["push", "--quiet", "origin", "refs/tags/v9-tree"], src)
+    before = snapshot(ready)
+    code, out, err = invoke(["queue", "submit", "alpha", "v9-tree"], capsys)
+    assert (code, out) == (2, "")
+    assert err == ("error: tag 'v9-tree' of component 'alpha' names no commit (a version must be "
+                   "a tag of a commit (not of a tree or blob); tag a commit)\n")
+    assert snapshot(ready) == before
+
+
+USAGE_ERRORS = {"UsageError", "ConfigError", "ValidationError", "NotFoundError"}
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _error_class(call: ast.Call) -> str | None:
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    return name if name in USAGE_ERRORS else None
+
+
+def _has_hint(call: ast.Call) -> bool:
+    hints = [k.value for k in call.keywords if k.arg == "hint"] + call.args[1:2]
+    return bool(hints) and not (
+        isinstance(hints[0], ast.Constant) and hints[0].value in (None, ""))
+
+
+def test_every_exit_2_error_in_the_source_carries_a_hint() -> None:
+    """Each UsageError, ConfigError, ValidationError and NotFoundError built in src/ is given a
+    hint (how to fix it), so the one-line error always reads `error: <what> (<how to fix>)`."""
+    missing = []
+    calls = 0
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and _error_class(node):
+                calls += 1
+                if not _has_hint(node):
+                    missing.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert calls > 30  # the scan does see the errors
+    assert missing == []

@@ -61,6 +61,7 @@ infra_exit_code = 99
 configurations = ["default", "edge"]
 
 [[notifiers]]
+name = "hooks"
 type = "webhook"
 url = "https://hooks.example.com/lockstep"
 secret_env = "LOCKSTEP_TEST_WEBHOOK_SECRET"
@@ -68,6 +69,7 @@ events = ["rejected", "landed"]
 timeout = 2
 
 [[notifiers]]
+name = "script"
 type = "command"
 command = ["./hooks/notify.sh", "--json"]
 events = ["skipped", "cancelled"]
@@ -211,8 +213,8 @@ def test_empty_file_gives_all_defaults() -> None:
 def test_stage_and_notifier_defaults() -> None:
     cfg = config.parse(
         "[[stages]]\nname = 'unit'\ncommand = ['pytest']\ntimeout = 60\n"
-        "[[notifiers]]\ntype = 'webhook'\nurl = 'http://localhost:9/x'\nsecret = 's'\n"
-        "[[notifiers]]\ntype = 'command'\ncommand = ['true']\n"
+        "[[notifiers]]\nname = 'a'\ntype = 'webhook'\nurl = 'http://localhost:9/x'\nsecret = 's'\n"
+        "[[notifiers]]\nname = 'b'\ntype = 'command'\ncommand = ['true']\n"
     )
     (stage,) = cfg.stages
     assert stage.retries == 2
@@ -373,17 +375,17 @@ def test_errors_are_one_line_config_errors_naming_the_key_path(
 
 NOTIFIER_ERRORS = {
     "webhook-url": (
-        "[[notifiers]]\ntype = 'webhook'\nurl = 'ftp://example.com/x'\nsecret = 's'\n",
+        "[[notifiers]]\nname = 'n'\ntype = 'webhook'\nurl = 'ftp://example.com/x'\nsecret = 's'\n",
         "notifiers.0.url",
         "must be an http:// or https:// URL",
     ),
     "command-empty": (
-        "[[notifiers]]\ntype = 'command'\ncommand = []\n",
+        "[[notifiers]]\nname = 'n'\ntype = 'command'\ncommand = []\n",
         "notifiers.0.command",
         "needs a command",
     ),
     "command-timeout": (
-        "[[notifiers]]\ntype = 'command'\ncommand = ['x']\ntimeout = 0\n",
+        "[[notifiers]]\nname = 'n'\ntype = 'command'\ncommand = ['x']\ntimeout = 0\n",
         "notifiers.0.timeout",
         "Input should be greater than 0",
     ),
@@ -411,12 +413,12 @@ def test_notifier_errors_name_the_exact_key_path(text: str, path: str, fragment:
 
 @pytest.mark.parametrize("url", ["ftp://x/y", "file:///tmp/x", "http://", "https://a b/c", "x"])
 def test_webhook_url_must_be_http(url: str) -> None:
-    err = parse_error(f"[[notifiers]]\ntype = 'webhook'\nurl = '{url}'\nsecret = 's'\n")
+    err = parse_error(f"[[notifiers]]\nname = 'n'\ntype = 'webhook'\nurl = '{url}'\nsecret = 's'\n")
     assert "must be an http:// or https:// URL" in err.message
 
 
 def test_webhook_without_any_secret_is_refused() -> None:
-    err = parse_error("[[notifiers]]\ntype = 'webhook'\nurl = 'https://h/x'\n")
+    err = parse_error("[[notifiers]]\nname = 'n'\ntype = 'webhook'\nurl = 'https://h/x'\n")
     assert "needs secret_env" in err.one_line()
     assert "notifiers.0" in err.one_line()
 
@@ -459,8 +461,8 @@ NAME_ERRORS = {
     "depends-on-unknown": ("[components.a]\nurl = 'a.git'\ndepends_on = ['zeta']\n",
                            "components.a.depends_on.0"),
     "duplicate-stage": (STAGE + STAGE, "stages.1.name"),
-    "notifier-events": ("[[notifiers]]\ntype = 'command'\ncommand = ['x']\nevents = ['nope']\n",
-                        "notifiers.0.events"),
+    "notifier-events": ("[[notifiers]]\nname = 'n'\ntype = 'command'\ncommand = ['x']\n"
+                        "events = ['nope']\n", "notifiers.0.events"),
 }
 
 
@@ -494,7 +496,7 @@ def test_unknown_dependency_and_duplicate_stage_messages() -> None:
 
 # --- webhook secrets ---------------------------------------------------------------------------
 
-WEBHOOK = "[[notifiers]]\ntype = 'webhook'\nurl = 'https://hooks.example.com/x'\n"
+WEBHOOK = "[[notifiers]]\nname = 'n'\ntype = 'webhook'\nurl = 'https://hooks.example.com/x'\n"
 
 
 def webhook(extra: str) -> WebhookNotifier:
@@ -579,3 +581,163 @@ def test_verify_refuses_wrong_signatures(header: str) -> None:
 def test_verify_refuses_non_ascii_header() -> None:
     assert notify.verify(b"k", b"{}", "sha256=\u00e9") is False
 
+
+
+# --- pass_env: what a stage may see of the worker's environment -------------------------------
+
+
+def test_pass_env_on_stages_and_queue() -> None:
+    cfg = config.parse("[queue]\npass_env = ['CI', 'CI_*']\n"
+                       "[[stages]]\nname = 'b'\ncommand = ['make']\ntimeout = 5\n"
+                       "pass_env = ['HTTP?_PROXY', 'GOPATH']\n")
+    assert cfg.queue.pass_env == ["CI", "CI_*"]
+    assert cfg.stages[0].pass_env == ["HTTP?_PROXY", "GOPATH"]
+    assert config.parse("").queue.pass_env == []
+    assert config.parse(STAGE).stages[0].pass_env == []
+
+
+@pytest.mark.parametrize("entry", ["", "A B", "A=B", "$HOME", "A-B", "[A]*"])
+def test_pass_env_entries_are_names_or_globs(entry: str) -> None:
+    err = parse_error(STAGE + f"pass_env = ['OK', {entry!r}]\n")
+    assert err.message.startswith("lockstep.toml: stages.0.pass_env: entry 1 ")
+    err = parse_error(f"[queue]\npass_env = [{entry!r}]\n")
+    assert err.message.startswith("lockstep.toml: queue.pass_env: entry 0 ")
+
+
+# --- notifier names: deliveries are bound to them ---------------------------------------------
+
+
+def test_notifiers_are_named() -> None:
+    assert [n.name for n in config.parse(FULL).notifiers] == ["hooks", "script"]
+
+
+def test_notifier_name_is_required() -> None:
+    err = parse_error("[[notifiers]]\ntype = 'command'\ncommand = ['x']\n")
+    assert err.message == "lockstep.toml: notifiers.0.name: required key is missing"
+
+
+@pytest.mark.parametrize("bad", ["", "Owners", "a b", "-x", "a/b"])
+def test_notifier_name_uses_the_component_alphabet(bad: str) -> None:
+    err = parse_error(f"[[notifiers]]\nname = {bad!r}\ntype = 'command'\ncommand = ['x']\n")
+    assert err.message.startswith("lockstep.toml: notifiers.0.name: invalid notifier name")
+
+
+def test_notifier_names_are_unique() -> None:
+    one = "[[notifiers]]\nname = 'ops'\ntype = 'command'\ncommand = ['x']\n"
+    other = "[[notifiers]]\nname = 'dev'\ntype = 'command'\ncommand = ['y']\n"
+    err = parse_error(one + other + one)
+    assert err.message == ("lockstep.toml: notifiers.2.name: notifier 'ops' is declared twice "
+                           "(also notifiers.0)")
+
+
+# --- misspelt keys and hints -------------------------------------------------------------------
+
+
+MISSPELT = {
+    "stage-timout": ("[[stages]]\nname = 'b'\ncommand = ['make']\ntimout = 5\n",
+                     "stages.0.timout", "'timeout'"),
+    "top-level": ("[integrations]\nbranch = 'main'\n", "integrations", "'integration'"),
+    "queue": ("[queue]\nlease_tll = 5\n", "queue.lease_tll", "'lease_ttl'"),
+    "component": ("[components.a]\nurl = 'a.git'\nowner = ['x']\n", "components.a.owner",
+                  "'owners'"),
+    "webhook": ("[[notifiers]]\nname = 'n'\ntype = 'webhook'\nurl = 'https://h/x'\n"
+                "secret_evn = 'S'\n", "notifiers.0.secret_evn", "'secret_env'"),
+    "command-notifier": ("[[notifiers]]\nname = 'n'\ntype = 'command'\ncomand = ['x']\n",
+                         "notifiers.0.comand", "'command'"),
+}
+
+
+@pytest.mark.parametrize(("text", "path", "meant"), MISSPELT.values(), ids=MISSPELT.keys())
+def test_a_misspelt_key_is_unknown_with_a_suggestion(text: str, path: str, meant: str) -> None:
+    err = parse_error(text)
+    # Not "required key is missing" for the key that was meant, and no "(+1 more)" for it.
+    assert err.message == f"lockstep.toml: {path}: unknown key"
+    assert err.hint == f"did you mean {meant}?"
+
+
+def test_an_unknown_key_with_no_close_match_lists_the_known_keys() -> None:
+    err = parse_error("[identity]\nzzz = 1\n")
+    assert err.one_line() == ("lockstep.toml: identity.zzz: unknown key "
+                              "(known keys here: name, email)")
+
+
+def test_a_misspelt_key_still_counts_other_problems() -> None:
+    err = parse_error("[[stages]]\nname = 'b'\ncommand = []\ntimout = 5\n")
+    assert err.message == "lockstep.toml: stages.0.timout: unknown key (+1 more)"
+
+
+def test_name_errors_keep_the_hint_of_the_name_check() -> None:
+    hint = "use lowercase letters, digits, '.', '_' or '-', starting and ending alphanumeric"
+    assert parse_error("[[stages]]\nname = 'Build It'\ncommand = ['make']\ntimeout = 5\n"
+                       ).hint == hint
+    assert parse_error("[components.Alpha]\nurl = 'a.git'\n").hint == hint
+    assert "e.g. v1.4.2" in (parse_error("[integration]\nbranch = 'a..b'\n").hint or "")
+
+
+# --- stage coverage: a bump must never land untested --------------------------------------------
+
+
+def stages(*restrictions: list[str] | None) -> config.Config:
+    return config.Config(stages=[
+        config.Stage(name=f"s{i}", command=["x"], timeout=1, configurations=r)
+        for i, r in enumerate(restrictions)
+    ])
+
+
+def coverage_error(cfg: config.Config, configurations: list[str]) -> ConfigError:
+    with pytest.raises(ConfigError) as exc:
+        config.check_stage_coverage(cfg, configurations)
+    return exc.value
+
+
+def test_covered_configurations_pass() -> None:
+    config.check_stage_coverage(stages(None), ["default", "edge"])
+    config.check_stage_coverage(stages(["default"], ["edge"]), ["default", "edge"])
+    assert config.uncovered_configurations(stages(["default"], None), ["default", "edge"]) == []
+
+
+def test_no_stages_at_all_is_an_error_naming_the_configuration() -> None:
+    err = coverage_error(stages(), ["default"])
+    assert err.message == ("lockstep.toml: no [[stages]] declared, so bumps to configuration "
+                           "'default' would land untested")
+    assert "configurations 'default', 'edge' would" in coverage_error(
+        stages(), ["default", "edge"]).message
+    assert err.hint == "add a [[stages]] entry that tests the manifest"
+    assert config.uncovered_configurations(stages(), ["default", "edge"]) == ["default", "edge"]
+
+
+def test_a_configuration_every_stage_skips_is_an_error() -> None:
+    cfg = stages(["default"], ["default"])
+    assert config.uncovered_configurations(cfg, ["default", "edge"]) == ["edge"]
+    err = coverage_error(cfg, ["default", "edge"])
+    assert "no stage runs for configuration 'edge'" in err.message
+    assert err.hint == "add 'edge' to a stage's configurations, or drop a stage's restriction"
+
+
+def test_a_stage_naming_an_unknown_configuration_suggests_the_close_one() -> None:
+    err = coverage_error(stages(None, ["default", "defualt"]), ["default", "edge"])
+    assert err.message == ("lockstep.toml: stages.1.configurations.1: stage 's1' names "
+                           "configuration 'defualt', which the manifest does not have")
+    assert err.hint == "did you mean 'default'? the manifest has: default, edge"
+    err = coverage_error(stages(["zzz"], None), ["default"])
+    assert err.hint == "the manifest has: default"
+
+
+def test_unset_secrets_names_the_notifier_and_the_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config.parse(
+        "[[notifiers]]\nname = 'inline'\ntype = 'webhook'\nurl = 'https://h/x'\nsecret = 's'\n"
+        "[[notifiers]]\nname = 'ops'\ntype = 'webhook'\nurl = 'https://h/y'\n"
+        "secret_env = 'LOCKSTEP_TEST_OPS'\n"
+        "[[notifiers]]\nname = 'dev'\ntype = 'webhook'\nurl = 'https://h/z'\n"
+        "secret_env = 'LOCKSTEP_TEST_DEV'\n"
+        "[[notifiers]]\nname = 'cmd'\ntype = 'command'\ncommand = ['x']\n")
+    monkeypatch.setenv("LOCKSTEP_TEST_OPS", "k")
+    monkeypatch.delenv("LOCKSTEP_TEST_DEV", raising=False)
+    assert config.unset_secrets(cfg) == [
+        "notifier 'dev' signs with $LOCKSTEP_TEST_DEV, which is not set"]
+    monkeypatch.setenv("LOCKSTEP_TEST_OPS", "")  # empty cannot sign either
+    assert len(config.unset_secrets(cfg)) == 2
+    monkeypatch.setenv("LOCKSTEP_TEST_OPS", "k")
+    monkeypatch.setenv("LOCKSTEP_TEST_DEV", "k")
+    assert config.unset_secrets(cfg) == []

@@ -155,7 +155,7 @@ def test_run_passes_input(repo: tuple[Path, str, str]) -> None:
     assert blob == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
-def test_run_failure_raises_git_error_with_the_last_stderr_line(
+def test_run_failure_raises_a_one_line_git_error(
     repo: tuple[Path, str, str],
 ) -> None:
     path, _, _ = repo
@@ -165,6 +165,49 @@ def test_run_failure_raises_git_error_with_the_last_stderr_line(
     assert "\n" not in exc.value.message
     unchecked = git.run(["rev-parse", "--verify", "no-such-ref"], path, check=False)
     assert unchecked.returncode != 0
+
+
+def test_a_failure_keeps_gits_own_cause_not_its_advice(
+    repo: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """git prints the cause first and generic advice last: the cause must survive."""
+    path, _, _ = repo
+    missing = tmp_path / "no-such-remote.git"
+    with pytest.raises(GitError) as exc:
+        git.fetch(path, str(missing), "refs/heads/main")
+    message = exc.value.message
+    assert message.startswith("git fetch --quiet failed: ")
+    assert f"'{missing}' does not appear to be a git repository" in message
+    assert "Could not read from remote repository" in message
+    assert "and the repository exists" not in message  # the advice, not the cause
+    assert "\n" not in message
+
+
+def test_a_failure_over_a_url_keeps_the_cause_redacted(tmp_path: Path) -> None:
+    with pytest.raises(GitError) as exc:
+        git.run(["ls-remote", "https://user:pw@127.0.0.1:1/x.git"], tmp_path, timeout=30)
+    cause = exc.value.message.split(" failed: ", 1)[1]
+    assert cause.startswith("unable to access 'https://")
+    assert "127.0.0.1" in cause
+    assert "pw" not in exc.value.message
+
+
+def test_stderr_cause() -> None:
+    advice = b"\nPlease make sure you have the correct access rights\nand the repository exists.\n"
+    assert git.stderr_cause(b"fatal: one\nfatal: two\n" + advice) == "one; two"
+    assert git.stderr_cause(b"error: x\nerror: x\nfatal: y\n") == "x; y"  # repeats once
+    assert git.stderr_cause(b"hint: a\nplain last line\n") == "plain last line"
+    assert git.stderr_cause(b"") == ""
+    long = git.stderr_cause(b"fatal: " + b"z" * 2000, limit=100)
+    assert len(long) == 100 and long.endswith("\u2026")
+    assert git.stderr_cause(b"fatal: https://u:secret@h/x failed") == "https://***@h/x failed"
+
+
+def test_is_commit(repo: tuple[Path, str, str]) -> None:
+    path, first, _ = repo
+    assert git.is_commit(path, first)
+    assert not git.is_commit(path, git.tree_of(path, first))  # an object, but not a commit
+    assert not git.is_commit(path, "0" * 40)
 
 
 def test_run_in_a_missing_directory_is_a_git_error(tmp_path: Path) -> None:

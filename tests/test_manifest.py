@@ -424,6 +424,20 @@ def test_parse_errors_are_config_errors(text: str, fragment: str) -> None:
         Manifest(text, source="m.toml")
     assert fragment in exc.value.message
     assert "\n" not in exc.value.one_line()
+    assert exc.value.hint, "every manifest error says how to fix it"
+
+
+def test_invalid_sha_keeps_the_hint_of_the_name_check() -> None:
+    with pytest.raises(ConfigError) as exc:
+        Manifest('[configurations.default]\napi = {version = "v1", sha = "abc"}\n', "m.toml")
+    assert exc.value.one_line() == ("m.toml: configurations.default.api: invalid commit SHA 'abc' "
+                                    "(expected 40 lowercase hex digits)")
+
+
+def test_with_pin_on_an_unknown_configuration_lists_the_known_ones() -> None:
+    with pytest.raises(NotFoundError) as exc:
+        Manifest(TEXT).with_pin("nope", "api", Pin("v1", A))
+    assert exc.value.hint == "configurations: default, edge, hardware-x"
 
 
 @pytest.mark.parametrize("digest", ["5", "{algo = 'sha256'}", "['a', 'b']"])

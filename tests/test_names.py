@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from lockstep import names
 from lockstep.errors import EXIT_USAGE, UsageError, ValidationError
+from tests.system import System
 
 SHELL_METACHARACTERS = list(";|&$`()<>*")
 
@@ -84,6 +86,9 @@ VALID_REFS = [
     "a_b-c",
     "main",
     "x" * 200,
+    "api@1.2.3",  # the monorepo form
+    "tools/cli@2.0.0-rc.1",
+    "@scope/pkg@1.0.0",
 ]
 INVALID_REFS = {
     "empty": "",
@@ -98,6 +103,8 @@ INVALID_REFS = {
     "option-like": "--upload-pack=evil",
     "reflog-syntax": "v1@{1}",
     "at-brace-alone": "@{u}",
+    "lone-at": "@",
+    "at-brace-after-version": "api@1.2.3@{0}",
     "lock-suffix": "v1.0.lock",
     "lock-suffix-in-component": "release.lock/v1",
     "trailing-slash": "release/",
@@ -155,6 +162,21 @@ def test_ref_name_error_names_what_was_checked_and_why() -> None:
     with pytest.raises(ValidationError) as exc:
         names.ref_name("x" * 201)
     assert "longer than 200" in exc.value.message
+
+
+def test_lone_at_is_refused_because_git_reads_it_as_head() -> None:
+    with pytest.raises(ValidationError) as exc:
+        names.version("@")
+    assert exc.value.message == "invalid version '@': git reserves '@' alone for HEAD"
+    assert "api@1.4.2" in (exc.value.hint or "")
+
+
+def test_notifier_names() -> None:
+    assert names.notifier_name("team-api.hook_1") == "team-api.hook_1"
+    for bad in ("", "Team", "a b", "-a", "a/b", "a..b"):
+        with pytest.raises(ValidationError) as exc:
+            names.notifier_name(bad)
+        assert exc.value.message == f"invalid notifier name {bad!r}"
 
 
 def test_ref_name_length_limit_is_exactly_200() -> None:
@@ -258,3 +280,17 @@ def test_invalid_relative_paths(value: str) -> None:
     with pytest.raises(ValidationError) as exc:
         names.relative_path(value, "manifest path")
     assert exc.value.message.startswith("invalid manifest path ")
+
+
+# --- end to end: a monorepo tag is submitted, tested and landed --------------------------------
+
+
+def test_a_monorepo_version_tag_lands(tmp_path: Path) -> None:
+    system = System.create(tmp_path, stages=("build",), configurations=("default",))
+    sha = system.publish("alpha", "alpha@1.4.0")
+    item = system.submit("alpha", "alpha@1.4.0")
+    assert (item.version, item.sha) == ("alpha@1.4.0", sha)
+    report = system.run_queue()
+    assert report.landed == [item.id]
+    assert system.manifest_at("main")["default"]["alpha"] == {"version": "alpha@1.4.0",
+                                                              "sha": sha}

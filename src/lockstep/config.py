@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,11 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from lockstep import names
-from lockstep.errors import ConfigError, UsageError
+from lockstep.errors import ConfigError, UsageError, ValidationError
 
 CONFIG_FILE = "lockstep.toml"
 DEFAULT_TAG_FORMAT = "v{year}.{month:02d}.{n}"
 _FORBIDDEN_URL_PREFIXES = ("ext::", "fd::", "-")
+_PASS_ENV = re.compile(r"[A-Za-z0-9_*?]+")
+
+
+def _pass_env(v: list[str]) -> list[str]:
+    """Variable names or fnmatch patterns (as tox's passenv): letters, digits, '_', '*', '?'."""
+    for i, pattern in enumerate(v):
+        if not _PASS_ENV.fullmatch(pattern):
+            raise ValueError(f"entry {i} ({pattern!r}) must be a variable name or a glob of "
+                             "letters, digits, '_', '*' and '?', e.g. 'CI_*'")
+    return v
 
 
 def _argv(v: list[str]) -> list[str]:
@@ -101,11 +113,17 @@ class Stage(_Model):
     retries: int = Field(default=2, ge=0, le=10)
     infra_exit_code: int = Field(default=75, ge=1, le=255)
     configurations: list[str] | None = None
+    pass_env: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return names.stage_name(v)
+
+    @field_validator("pass_env")
+    @classmethod
+    def _pass_env(cls, v: list[str]) -> list[str]:
+        return _pass_env(v)
 
     @field_validator("command")
     @classmethod
@@ -125,7 +143,18 @@ class Stage(_Model):
         return None if v is None else [names.configuration_name(c) for c in v]
 
 
-class WebhookNotifier(_Model):
+class _NotifierBase(_Model):
+    """What every notifier has: a stable name that binds its pending deliveries to it."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return names.notifier_name(v)
+
+
+class WebhookNotifier(_NotifierBase):
     """POST a signed JSON event to a URL."""
 
     type: Literal["webhook"]
@@ -162,7 +191,7 @@ class WebhookNotifier(_Model):
         return self.secret.encode()
 
 
-class CommandNotifier(_Model):
+class CommandNotifier(_NotifierBase):
     """Run a local command with the JSON event on stdin."""
 
     type: Literal["command"]
@@ -191,6 +220,12 @@ class QueueSettings(_Model):
     retry_backoff: float = Field(default=5.0, ge=0)
     log_tail_lines: int = Field(default=50, ge=1)
     kill_grace: float = Field(default=10.0, gt=0)
+    pass_env: list[str] = Field(default_factory=list)
+
+    @field_validator("pass_env")
+    @classmethod
+    def _pass_env(cls, v: list[str]) -> list[str]:
+        return _pass_env(v)
 
 
 class Config(_Model):
@@ -209,8 +244,8 @@ class Config(_Model):
         for name, comp in self.components.items():
             try:
                 names.component_name(name)
-            except ValueError as exc:
-                raise ValueError(f"components.{name}: {exc}") from None
+            except ValidationError as exc:
+                raise ValidationError(f"components.{name}: {exc.message}", exc.hint) from None
             for i, dep in enumerate(comp.depends_on):
                 if dep not in self.components:
                     raise ValueError(f"components.{name}.depends_on.{i}: unknown component "
@@ -220,7 +255,12 @@ class Config(_Model):
             if stage.name in seen:
                 raise ValueError(f"stages.{i}.name: stage {stage.name!r} is declared twice")
             seen.add(stage.name)
+        notifier_at: dict[str, int] = {}
         for i, notifier in enumerate(self.notifiers):
+            if notifier.name in notifier_at:
+                raise ValueError(f"notifiers.{i}.name: notifier {notifier.name!r} is declared "
+                                 f"twice (also notifiers.{notifier_at[notifier.name]})")
+            notifier_at[notifier.name] = i
             unknown = set(notifier.events) - NOTIFIER_EVENTS
             if unknown:
                 raise ValueError(f"notifiers.{i}.events: unknown event(s) {sorted(unknown)}; "
@@ -241,6 +281,55 @@ class Config(_Model):
             ) from None
 
 
+def uncovered_configurations(cfg: Config, configurations: Iterable[str]) -> list[str]:
+    """The configurations no stage runs for: a bump to any of them would land untested."""
+    return [
+        c for c in configurations
+        if not any(s.configurations is None or c in s.configurations for s in cfg.stages)
+    ]
+
+
+def check_stage_coverage(cfg: Config, configurations: Iterable[str],
+                         source: str = CONFIG_FILE) -> None:
+    """Refuse stages that name a configuration the manifest lacks, and configurations no stage
+    tests: with either, a bump could land without the testing the user believes it gets."""
+    known = list(configurations)
+    for i, stage in enumerate(cfg.stages):
+        for j, name in enumerate(stage.configurations or []):
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                listed = f"the manifest has: {', '.join(known)}"
+                raise ConfigError(
+                    f"{source}: stages.{i}.configurations.{j}: stage {stage.name!r} names "
+                    f"configuration {name!r}, which the manifest does not have",
+                    f"did you mean {close[0]!r}? {listed}" if close else listed,
+                )
+    uncovered = uncovered_configurations(cfg, known)
+    if not uncovered:
+        return
+    listed = ("configuration " if len(uncovered) == 1 else "configurations ") + ", ".join(
+        repr(c) for c in uncovered)
+    if not cfg.stages:
+        raise ConfigError(
+            f"{source}: no [[stages]] declared, so bumps to {listed} would land untested",
+            "add a [[stages]] entry that tests the manifest",
+        )
+    raise ConfigError(
+        f"{source}: no stage runs for {listed}: every stage is restricted to other "
+        "configurations, so bumps to it would land untested",
+        f"add {uncovered[0]!r} to a stage's configurations, or drop a stage's restriction",
+    )
+
+
+def unset_secrets(cfg: Config) -> list[str]:
+    """One message per webhook whose secret_env is unset or empty here: it could not sign."""
+    return [
+        f"notifier {n.name!r} signs with ${n.secret_env}, which is not set"
+        for n in cfg.notifiers
+        if isinstance(n, WebhookNotifier) and n.secret_env and not os.environ.get(n.secret_env)
+    ]
+
+
 def parse(text: str, source: str = CONFIG_FILE) -> Config:
     """Parse and validate lockstep.toml text; every problem becomes one ConfigError line."""
     try:
@@ -250,21 +339,66 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
     try:
         return Config.model_validate(raw)
     except PydanticValidationError as exc:
-        err = exc.errors()[0]
-        loc = list(err["loc"])
-        if len(loc) > 2 and loc[0] == "notifiers" and loc[2] in ("webhook", "command"):
-            del loc[2]  # the discriminated union's tag is not a key in the file
-        where = ".".join(str(p) for p in loc)
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        prefix = f"{where}: " if where else ""
-        raise ConfigError(f"{source}: {prefix}{msg}{more}", "see docs/config.md") from None
+        raise _one_error(exc, source) from None
     except UsageError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
+
+
+_SECTIONS: dict[str, type[_Model]] = {
+    "integration": Integration, "identity": Identity, "queue": QueueSettings,
+}
+_NOTIFIER_TYPES: dict[str, type[_Model]] = {"webhook": WebhookNotifier, "command": CommandNotifier}
+_DOCS_HINT = "see docs/config.md"
+
+
+def _one_error(exc: PydanticValidationError, source: str) -> ConfigError:
+    """The most useful of pydantic's errors as one line: an unknown key first (a misspelt key
+    also makes the right one missing), with a "did you mean" from the keys allowed there."""
+    errors = exc.errors()
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    err = (unknown or errors)[0]
+    loc = list(err["loc"])
+    hint = _DOCS_HINT
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+            # The key the user meant to set is then reported missing: that is the same problem.
+            errors = [e for e in errors if e is err or list(e["loc"]) != [*loc[:-1], close[0]]]
+        elif known:
+            hint = f"known keys here: {', '.join(known)}"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, UsageError) and cause.hint:
+            hint = cause.hint
+    if len(loc) > 2 and loc[0] == "notifiers" and loc[2] in _NOTIFIER_TYPES:
+        del loc[2]  # the discriminated union's tag is not a key in the file
+    where = ".".join(str(p) for p in loc)
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    prefix = f"{where}: " if where else ""
+    return ConfigError(f"{source}: {prefix}{msg}{more}", hint)
+
+
+def _known_keys(parent: list[int | str]) -> list[str]:
+    """The keys lockstep.toml allows in the table at `parent` (a pydantic error location)."""
+    model: type[_Model] | None = None
+    match parent:
+        case []:
+            model = Config
+        case [str(section)]:
+            model = _SECTIONS.get(section)
+        case ["components", str()]:
+            model = Component
+        case ["stages", int()]:
+            model = Stage
+        case ["notifiers", int(), str(kind)]:
+            model = _NOTIFIER_TYPES.get(kind)
+    return list(model.model_fields) if model else []
 
 
 def load(workspace: Path) -> Config:

@@ -261,6 +261,7 @@ timeout = 60
 configurations = ["default"]
 
 [[notifiers]]
+name = "owners"
 type = "command"
 command = ["python3", "hooks/notify_owner.py"]
 events = ["rejected", "landed"]

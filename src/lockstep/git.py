@@ -18,6 +18,8 @@ from lockstep import names
 from lockstep.errors import GitError
 
 DEFAULT_TIMEOUT = 120.0
+MAX_CAUSE = 500
+_CAUSE_PREFIXES = ("fatal:", "error:")
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")
 _AUTH_HEADER = re.compile(r"(?i)(authorization:\s*)(?:([a-z][a-z0-9_-]*)\s+)?[^\s\"']+")
 
@@ -73,10 +75,22 @@ def run(
             raise GitError("git is not installed", "install git 2.30 or newer") from None
         raise GitError(f"cannot run git in {cwd}: {exc.strerror}") from None
     if check and proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        last = err[-1] if err else f"exit code {proc.returncode}"
-        raise GitError(f"git {redact(' '.join(args[:2]))} failed: {redact(last)}")
+        cause = stderr_cause(proc.stderr) or f"exit code {proc.returncode}"
+        label = " ".join([a for a in args if a != "--"][:2])
+        raise GitError(f"git {redact(label)} failed: {cause}")
     return proc
+
+
+def stderr_cause(stderr: bytes, limit: int = MAX_CAUSE) -> str:
+    """git's own reason for a failure, on one redacted line: its `fatal:` and `error:` lines
+    (else its last line), without the generic advice git adds after them; bounded."""
+    lines = [" ".join(line.split()) for line in stderr.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    causes = [line.split(":", 1)[1].strip() for line in lines if line.startswith(_CAUSE_PREFIXES)]
+    if not causes:
+        causes = lines[-1:]
+    text = redact("; ".join(dict.fromkeys(causes)))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def out(args: Sequence[str], cwd: Path | None = None, **kw: object) -> str:
@@ -124,6 +138,11 @@ def has_object(repo: Path, sha: str) -> bool:
     return run(["cat-file", "-e", sha], repo, check=False).returncode == 0
 
 
+def is_commit(repo: Path, sha: str) -> bool:
+    """Whether the repository holds the object and it is a commit."""
+    return run(["cat-file", "-e", f"{sha}^{{commit}}"], repo, check=False).returncode == 0
+
+
 def show_file(repo: Path, commit: str, path: str) -> bytes:
     """The bytes of a file at a commit."""
     names.relative_path(path)
@@ -139,8 +158,21 @@ def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
     """Whether `ancestor` is reachable from `descendant`."""
     proc = run(["merge-base", "--is-ancestor", ancestor, descendant], repo, check=False)
     if proc.returncode not in (0, 1):
-        raise GitError(f"git merge-base failed: {proc.stderr.decode(errors='replace').strip()}")
+        raise GitError(f"git merge-base failed: {stderr_cause(proc.stderr)}")
     return proc.returncode == 0
+
+
+def first_parent_range(repo: Path, since: str, until: str) -> list[str]:
+    """The first-parent commits in since..until, oldest first."""
+    text = out(["rev-list", "--first-parent", "--reverse", f"{since}..{until}"], repo)
+    return text.split()
+
+
+def trailers(repo: Path, commit: str, key: str) -> list[str]:
+    """The values of one trailer key in a commit's message (e.g. Lockstep-Item)."""
+    fmt = f"%(trailers:key={key},valueonly,separator=%x00)"
+    text = out(["log", "-1", f"--format={fmt}", commit], repo)
+    return [v.strip() for v in text.split("\0") if v.strip()]
 
 
 def tree_with_file(repo: Path, base: str, path: str, content: bytes, index: Path) -> str:

@@ -18,6 +18,7 @@ from lockstep.errors import ConfigError, LockstepError, NotFoundError
 
 DEFAULT_CONFIGURATION = "default"
 _DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")  # the OCI digest grammar
+_FORMAT_HINT = "see docs/manifest.md for the format"
 HEADER = """\
 # lockstep manifest: the exact version of every component, per configuration.
 # Edited by `lockstep queue` when a bump lands; comments and order are kept.
@@ -101,10 +102,11 @@ class Manifest:
         doc = tomlkit.parse(self.text)
         configs = doc.get("configurations")
         if not isinstance(configs, Table | InlineTable):
-            raise ConfigError(f"{self.source}: no [configurations] table")
+            raise ConfigError(f"{self.source}: no [configurations] table", _FORMAT_HINT)
         table = configs.get(configuration)
         if not isinstance(table, Table | InlineTable):
-            raise NotFoundError(f"unknown configuration {configuration!r}")
+            raise NotFoundError(f"unknown configuration {configuration!r}",
+                                f"configurations: {', '.join(self.configurations)}")
         entry = table.get(component)
         if isinstance(entry, InlineTable | Table):
             entry["version"] = pin.version
@@ -166,7 +168,7 @@ def _parse_pins(text: str, source: str) -> dict[str, dict[str, Pin]]:
         raise ConfigError(f"{source} is not valid TOML: {exc}", "fix the syntax") from None
     configs = raw.get("configurations")
     if not isinstance(configs, dict):
-        raise ConfigError(f"{source}: missing [configurations] table", "see docs/manifest.md")
+        raise ConfigError(f"{source}: missing [configurations] table", _FORMAT_HINT)
     if DEFAULT_CONFIGURATION not in configs:
         raise ConfigError(
             f"{source}: configuration 'default' is missing", "add [configurations.default]"
@@ -176,14 +178,16 @@ def _parse_pins(text: str, source: str) -> dict[str, dict[str, Pin]]:
         try:
             names.configuration_name(configuration)
         except LockstepError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
         if not isinstance(pins, dict):
-            raise ConfigError(f"{source}: configurations.{configuration} must be a table")
+            raise ConfigError(f"{source}: configurations.{configuration} must be a table",
+                              f"write [configurations.{configuration}] with one pin per component")
         out[configuration] = {}
         for component, value in pins.items():
             where = f"{source}: configurations.{configuration}.{component}"
             if not isinstance(value, dict) or set(value) - {"version", "sha", "digest"}:
-                raise ConfigError(f"{where}: expected {{ version = ..., sha = ..., digest = ... }}")
+                raise ConfigError(f"{where}: expected {{ version = ..., sha = ..., digest = ... }}",
+                                  _FORMAT_HINT)
             try:
                 names.component_name(component)
                 digest = value.get("digest")
@@ -199,7 +203,7 @@ def _parse_pins(text: str, source: str) -> dict[str, dict[str, Pin]]:
                     digest=digest or None,
                 )
             except LockstepError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+                raise ConfigError(f"{where}: {exc.message}", exc.hint) from None
             out[configuration][component] = pin
     return out
 

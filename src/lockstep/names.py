@@ -11,7 +11,8 @@ _SIMPLE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 _ITEM = re.compile(r"^q[0-9]+$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 # git check-ref-format rules plus a conservative character set: no shell metacharacters at all.
-_REF_CHARS = re.compile(r"^[A-Za-z0-9._/+-]+$")
+# '@' is allowed for monorepo tags such as api@1.2.3 (but never '@{' or a lone '@').
+_REF_CHARS = re.compile(r"^[A-Za-z0-9._/+@-]+$")
 
 
 def _simple_name(name: str, what: str) -> str:
@@ -38,13 +39,18 @@ def stage_name(name: str) -> str:
     return _simple_name(name, "stage name")
 
 
+def notifier_name(name: str) -> str:
+    """A notifier name: same alphabet as component names; it binds pending deliveries."""
+    return _simple_name(name, "notifier name")
+
+
 def ref_name(name: str, what: str = "ref name") -> str:
     """A git ref or tag name safe to pass as an argument (git check-ref-format, stricter)."""
     problem = _ref_problem(name)
     if problem:
         raise ValidationError(
             f"invalid {what} {name!r}: {problem}",
-            "use letters, digits and '.', '_', '-', '/', '+' only, e.g. v1.4.2",
+            "use letters, digits and '.', '_', '-', '/', '+', '@' only, e.g. v1.4.2 or api@1.4.2",
         )
     return name
 
@@ -57,9 +63,11 @@ def _ref_problem(name: str) -> str | None:
     if name.startswith("-"):
         return "it starts with '-'"
     if not _REF_CHARS.fullmatch(name):
-        return "it contains characters other than letters, digits, '.', '_', '-', '/', '+'"
-    if ".." in name or "//" in name or "@{" in name:
+        return "it contains characters other than letters, digits, '.', '_', '-', '/', '+', '@'"
+    if ".." in name or "//" in name:
         return "it contains '..' or '//'"
+    if name == "@":
+        return "git reserves '@' alone for HEAD"
     if name.startswith(("/", ".")) or name.endswith(("/", ".", ".lock")):
         return "it starts or ends with '/' or '.', or ends with '.lock'"
     if any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):

@@ -46,6 +46,7 @@ infra_pause_after = 3         # pause the queue after this many infrastructure r
 
 # Notifiers tell component owners about rejections (and, if listed, other events).
 # [[notifiers]]
+# name = "owners"                         # stable: pending deliveries are bound to it
 # type = "webhook"
 # url = "https://hooks.example.com/lockstep"
 # secret_env = "LOCKSTEP_WEBHOOK_SECRET"   # HMAC-SHA256 key for X-Lockstep-Signature

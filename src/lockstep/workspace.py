@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 from lockstep import config as config_mod
 from lockstep import git
 from lockstep.config import Config
 from lockstep.errors import ConfigError, GitError, NotFoundError, UsageError
-from lockstep.manifest import Manifest
+from lockstep.manifest import Manifest, Pin
 
 STATE_DIR = ".lockstep"
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -169,22 +172,29 @@ class ComponentMirrors:
             urls.append(_absolute(comp.ssh_url, self.ws.root))
         return urls
 
-    def _fetch(self, name: str, *refspecs: str) -> None:
-        """Fetch from the component's URL, falling back to its SSH URL."""
-        repo = self.path(name)
+    def _each_url(self, name: str, action: Callable[[str], _T]) -> _T:
+        """Run a git action against the component's URL, then its SSH URL if that fails."""
         errors = []
         for url in self._urls(name):
             try:
-                git.fetch(repo, url, *refspecs)
-                return
+                return action(url)
             except GitError as exc:
                 if "couldn't find remote ref" in exc.message:
                     raise
                 errors.append(exc.message)
         raise GitError(
-            f"cannot fetch component {name!r}: {'; then '.join(errors)}",
+            f"cannot reach component {name!r}: {'; then '.join(errors)}",
             "check the component's url / ssh_url and credentials",
         )
+
+    def _fetch(self, name: str, *refspecs: str) -> None:
+        """Fetch from the component's URL, falling back to its SSH URL."""
+        repo = self.path(name)
+        self._each_url(name, lambda url: git.fetch(repo, url, *refspecs))
+
+    def _fetch_all(self, name: str) -> None:
+        """Fetch every tag and branch of the component into the mirror."""
+        self._fetch(name, "+refs/tags/*:refs/tags/*", "+refs/heads/*:refs/heads/*")
 
     def resolve(self, name: str, version: str) -> str:
         """The commit SHA a version tag names now, fetched into the mirror."""
@@ -202,20 +212,99 @@ class ComponentMirrors:
             raise
         sha = git.rev_parse(self.path(name), f"refs/tags/{version}^{{commit}}")
         if sha is None:
-            raise NotFoundError(f"tag {version!r} of component {name!r} names no commit")
+            raise NotFoundError(
+                f"tag {version!r} of component {name!r} names no commit",
+                "a version must be a tag of a commit (not of a tree or blob); tag a commit",
+            )
         return sha
+
+    def has_commit(self, name: str, sha: str) -> bool:
+        """Whether the component has the commit: in the mirror, or on one of its tags or branches
+        (fetched now). False when it has not; GitError when the component cannot be reached."""
+        repo = self.path(name)
+        if (name, sha) in self._present or git.is_commit(repo, sha):
+            self._present.add((name, sha))
+            return True
+        self._fetch_all(name)
+        if not git.is_commit(repo, sha):
+            return False
+        self._present.add((name, sha))
+        return True
 
     def ensure(self, name: str, sha: str) -> Path:
         """The mirror, holding the commit (fetching every tag and branch if it is missing)."""
+        if not self.has_commit(name, sha):
+            raise NotFoundError(
+                f"commit {sha[:12]} not found in component {name!r}",
+                "no tag or branch of the component contains it; check the pin in the manifest",
+            )
+        return self.path(name)
+
+    def check_pin(self, name: str, pin: Pin) -> str | None:
+        """What is wrong with a pin on the component's remote now, or None when it is sound:
+        its commit gone (never pushed, or force-pushed away), its tag deleted or moved."""
+        remote = self._each_url(name, lambda url: git.ls_remote(self.path(name), url))
+        tag = f"refs/tags/{pin.version}"
+        tagged = remote.get(f"{tag}^{{}}", remote.get(tag))
+        if tagged == pin.sha:
+            return None
+        if not self._on_remote(name, pin.sha, remote):
+            return (f"commit {pin.sha} does not exist in component {name!r} "
+                    "(no tag or branch of it contains that commit)")
+        if tagged is None:
+            return f"tag {pin.version!r} of component {name!r} was deleted"
+        return (f"tag {pin.version!r} of component {name!r} was moved: it names {tagged}, "
+                f"not the pinned {pin.sha}")
+
+    def _on_remote(self, name: str, sha: str, remote: dict[str, str]) -> bool:
+        """Whether a tag or branch the remote has now (`remote`, from ls-remote) contains sha."""
         repo = self.path(name)
-        if (name, sha) in self._present:
-            return repo
-        if not git.has_object(repo, sha):
-            self._fetch(name, "+refs/tags/*:refs/tags/*", "+refs/heads/*:refs/heads/*")
-            if not git.has_object(repo, sha):
-                raise NotFoundError(f"commit {sha[:12]} not found in component {name!r}")
-        self._present.add((name, sha))
-        return repo
+        tips = {ref: tip for ref, tip in remote.items()
+                if ref.startswith(("refs/heads/", "refs/tags/")) and not ref.endswith("^{}")}
+        if any(not git.has_object(repo, tip) for tip in tips.values()):
+            self._fetch_all(name)
+        if not git.is_commit(repo, sha):
+            return False
+        # The mirror may keep refs the remote has deleted: only refs matching the remote count.
+        containing = git.out(["for-each-ref", "--contains", sha,
+                              "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"], repo)
+        return any(tips.get(ref) == tip
+                   for ref, _, tip in (line.partition(" ") for line in containing.splitlines()))
+
+
+def checkout_drift(ws: Workspace) -> str | None:
+    """How the local checkout differs from the integration branch as last fetched, in one line,
+    or None: another branch, commits behind or ahead, local edits to the manifest. No network."""
+    tracking = f"{ws.remote}/{ws.branch}"
+    problems = []
+    head_ref = git.run(["symbolic-ref", "--quiet", "HEAD"], ws.root, check=False)
+    current = head_ref.stdout.decode().strip().removeprefix("refs/heads/")
+    if head_ref.returncode != 0:
+        problems.append(f"is on a detached HEAD, not {ws.branch}")
+    elif current != ws.branch:
+        problems.append(f"is on branch {current!r}, not {ws.branch!r}")
+    remote_sha = git.rev_parse(ws.root, f"refs/remotes/{tracking}^{{commit}}")
+    if remote_sha is not None and git.rev_parse(ws.root, "HEAD^{commit}") is not None:
+        counts = git.out(["rev-list", "--left-right", "--count", f"HEAD...{remote_sha}"], ws.root)
+        ahead, behind = (int(n) for n in counts.split())
+        if ahead and behind:
+            problems.append(f"has diverged from {tracking} ({ahead} commit{_s(ahead)} ahead, "
+                            f"{behind} behind)")
+        elif behind:
+            problems.append(f"is {behind} commit{_s(behind)} behind {tracking}")
+        elif ahead:
+            problems.append(f"is {ahead} commit{_s(ahead)} ahead of {tracking}")
+    status = git.out(["status", "--porcelain", "--", ws.manifest_path], ws.root)
+    if status:
+        problems.append(f"has local edits to {ws.manifest_path}")
+    if not problems:
+        return None
+    last = problems.pop()
+    return f"the checkout {', '.join(problems)} and {last}" if problems else f"the checkout {last}"
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 def _absolute(url: str, root: Path) -> str:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from lockstep import manifest as manifest_mod
-from lockstep.cli.common import JsonOpt, WorkspaceOpt, console, print_json, workspace
+from lockstep.cli.common import JsonOpt, WorkspaceOpt, console, info, print_json, workspace
 from lockstep.errors import ConfigError
-from lockstep.manifest import Manifest
+from lockstep.manifest import Manifest, Pin
+
+if TYPE_CHECKING:  # the schema (pydantic) loads with the workspace, not for --help
+    from lockstep.workspace import Workspace
 
 app = typer.Typer(help="Read, compare and check the manifest.", no_args_is_help=True)
 
@@ -27,7 +30,16 @@ def show(
 ) -> None:
     """Show the pinned version of every component, per configuration."""
     ws = workspace(ws_dir)
-    m = ws.manifest_at(ws.resolve_commit(ref)) if ref else ws.working_manifest()
+    if ref:
+        m = ws.manifest_at(ws.resolve_commit(ref))
+    else:
+        m = ws.working_manifest()
+        from lockstep.workspace import checkout_drift
+
+        drift = checkout_drift(ws)
+        if drift:
+            tracking = f"{ws.remote}/{ws.branch}"
+            info(f"warning: {drift} (run git pull --ff-only, or pass --ref {tracking})")
     configs = [config] if config else m.configurations
     for c in configs:
         m.pins(c)
@@ -66,7 +78,11 @@ def diff(
 
 
 @app.command("validate")
-def validate(ws_dir: WorkspaceOpt = Path(".")) -> None:
+def validate(
+    remote: Annotated[bool, typer.Option(
+        "--remote", help="Also check every pin against its component's repository.")] = False,
+    ws_dir: WorkspaceOpt = Path("."),
+) -> None:
     """Check lockstep.toml and the manifest; exit 2 naming the first problem."""
     ws = workspace(ws_dir)
     m: Manifest = ws.working_manifest()
@@ -74,5 +90,39 @@ def validate(ws_dir: WorkspaceOpt = Path(".")) -> None:
     if problems:
         raise ConfigError(f"{ws.manifest_path}: {problems[0]}",
                           f"{len(problems)} problem(s); declare the component or remove the pin")
+    from lockstep import config as config_mod
+
+    config_mod.check_stage_coverage(ws.config, m.configurations)
+    unset = config_mod.unset_secrets(ws.config)
+    if unset:
+        raise ConfigError(f"{config_mod.CONFIG_FILE}: {unset[0]}",
+                          f"{len(unset)} problem(s); export the variable where `lockstep queue "
+                          "run` runs, or the queue cannot sign its notifications")
+    checked = ""
+    if remote:
+        _check_pins_remotely(ws, m)
+        pins = sum(len(m.pins(c)) for c in m.configurations)
+        checked = f"; {pins} pins checked against the component repositories"
     console.print(f"ok: {len(ws.config.components)} components, "
-                  f"{len(m.configurations)} configurations, {len(ws.config.stages)} stages")
+                  f"{len(m.configurations)} configurations, {len(ws.config.stages)} stages"
+                  f"{checked}")
+
+
+def _check_pins_remotely(ws: Workspace, m: Manifest) -> None:
+    """Every pinned commit exists in its component and its version tag still names it."""
+    seen: dict[tuple[str, Pin], str | None] = {}
+    problems: list[str] = []
+    for configuration in m.configurations:
+        for name, pin in m.pins(configuration).items():
+            if (name, pin) not in seen:
+                seen[(name, pin)] = ws.components.check_pin(name, pin)
+            problem = seen[(name, pin)]
+            if problem:
+                problems.append(f"configuration {configuration!r} pins {name} {pin.version} at "
+                                f"{pin.sha}: {problem}")
+    if problems:
+        raise ConfigError(
+            f"{ws.manifest_path}: {problems[0]}",
+            f"{len(problems)} problem(s); pin a commit the component has, under a tag that "
+            "names it (`lockstep queue submit COMPONENT VERSION` resolves one)",
+        )
