@@ -1,15 +1,18 @@
 """Notifier deliveries through the durable outbox: signed HTTP webhooks and local command hooks.
 
 Delivery is at least once: a row stays pending until a notifier accepts it, and every resend
-carries the same X-Lockstep-Delivery id so receivers can drop duplicates.
+carries the same X-Lockstep-Delivery id so receivers can drop duplicates. A row is bound to its
+notifier by name: it is sent to that notifier or to none (dropped, with the reason).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +39,9 @@ def verify(secret: bytes, body: bytes, header: str) -> bool:
 def enqueue(store: Store, c: Any, cfg: Config, event: str, seq: int | None,
             payload: dict[str, Any]) -> None:
     """Queue one delivery per notifier subscribed to the event (inside the caller's tx)."""
-    for index, notifier in enumerate(cfg.notifiers):
+    for notifier in cfg.notifiers:
         if event in notifier.events:
-            store.add_outbox(c, event, seq, index, {"event": event, **payload})
+            store.add_outbox(c, event, seq, notifier.name, {"event": event, **payload})
 
 
 def _deliver_one(notifier: WebhookNotifier | CommandNotifier, row: dict[str, Any],
@@ -69,37 +72,55 @@ def _deliver_one(notifier: WebhookNotifier | CommandNotifier, row: dict[str, Any
         raise LockstepError(f"command hook {notifier.command[0]} exited {proc.returncode}")
 
 
+CLAIM_MARGIN = 30.0  # seconds a claim outlasts the notifier's own timeout
+
+
 def deliver_due(store: Store, cfg: Config, attempts: int, now: float | None = None,
                 cwd: Path | None = None) -> int:
-    """Try every due delivery once; returns how many were delivered.
+    """Try every delivery due at `now` once, in order; returns how many were delivered.
 
-    Rows are claimed first (their next attempt moved past the notifier's timeout), so two
-    workers do not send the same delivery at once; a crash mid-send just retries it later.
+    Each row is claimed just before it is sent (for the notifier's timeout plus a margin) and
+    released when its attempt is recorded, so two workers never send a row at once and a slow
+    receiver never holds rows it has not reached; a crash mid-send just retries it later. A row
+    whose notifier is no longer configured is dropped, never sent to another one.
     """
     now = time.time() if now is None else now
-    with store.tx() as c:
-        rows = store.due_outbox(c, now)
-        for row in rows:
-            timeout = (cfg.notifiers[row["notifier"]].timeout
-                       if row["notifier"] < len(cfg.notifiers) else 0.0)
-            store.update_outbox(c, row["id"], next_attempt_at=time.time() + timeout + 30.0)
+    by_name = {n.name: n for n in cfg.notifiers}
+    claimant = f"{os.getpid()}:{uuid.uuid4().hex[:12]}"
     delivered = 0
-    for row in rows:
+    last = 0
+    while True:
+        with store.tx() as c:
+            row = store.next_due_delivery(c, now, last)
+            if row is None:
+                return delivered
+            last = row["id"]
+            notifier = by_name.get(row["notifier"]) if row["notifier"] is not None else None
+            if notifier is None:
+                store.drop_delivery(c, row["id"], _gone(row["notifier"]))
+                continue
+            until = time.time() + notifier.timeout + CLAIM_MARGIN
+            if not store.claim_delivery(c, row, until, claimant):
+                continue
         error: str | None = None
         try:
-            if row["notifier"] >= len(cfg.notifiers):
-                raise LockstepError("notifier no longer configured")
-            _deliver_one(cfg.notifiers[row["notifier"]], row, cwd)
+            _deliver_one(notifier, row, cwd)
         except LockstepError as exc:
             error = exc.one_line()
         tries = row["attempts"] + 1
         with store.tx() as c:
             if error is None:
-                store.update_outbox(c, row["id"], state="delivered", attempts=tries,
-                                    last_error=None)
-                delivered += 1
+                if store.finish_delivery(c, row["id"], claimant, state="delivered",
+                                         attempts=tries, last_error=None):
+                    delivered += 1
             else:
-                state = "failed" if tries >= attempts else "pending"
-                store.update_outbox(c, row["id"], state=state, attempts=tries, last_error=error,
-                                    next_attempt_at=time.time() + min(60.0, 2.0 ** tries))
-    return delivered
+                store.finish_delivery(c, row["id"], claimant,
+                                      state="failed" if tries >= attempts else "pending",
+                                      attempts=tries, last_error=error,
+                                      next_attempt_at=time.time() + min(60.0, 2.0 ** tries))
+
+
+def _gone(name: str | None) -> str:
+    if name is None:
+        return "queued by position before notifiers had names; it cannot be matched to one"
+    return f"notifier {name!r} is no longer configured"

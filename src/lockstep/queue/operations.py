@@ -11,25 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from lockstep import names
+from lockstep.config import check_stage_coverage
 from lockstep.errors import NotFoundError, StateError, UsageError
 from lockstep.queue import scheduler
 from lockstep.queue.model import State, order
 from lockstep.queue.store import Item, Store
 from lockstep.workspace import Workspace
 
+RECENT = 10  # finished items `queue status` shows by default
+MAX_LIMIT = 1000  # finished items read per page
+ALL_PAGE = 500  # finished items `queue status --all` reads at a time by default
+
 
 def open_store(ws: Workspace) -> Store:
     """The workspace's store (created on first use)."""
     return Store.open(ws.store_path)
-
-
-def parse_item_id(value: str) -> int:
-    """`q12` (or `12`) → 12."""
-    value = value.strip()
-    if value.isdigit():
-        value = f"q{value}"
-    names.item_id(value)
-    return int(value[1:])
 
 
 def submit(ws: Workspace, store: Store, component: str, version: str,
@@ -43,6 +39,7 @@ def submit(ws: Workspace, store: Store, component: str, version: str,
         raise UsageError(f"priority {priority} is out of range", "use -1000 to 1000")
     head = ws.remote_head()
     manifest = ws.manifest_at(head)
+    check_stage_coverage(ws.config, manifest.configurations)
     for cfg in configurations:
         if cfg not in manifest.configurations:
             raise NotFoundError(
@@ -57,17 +54,12 @@ def submit(ws: Workspace, store: Store, component: str, version: str,
         (pin := manifest.pin(cfg, component)) is not None and pin.sha == sha for cfg in targets
     )
     with store.tx() as c:
-        if already:
-            seq = store.add_item(
-                c, component=component, version=version, sha=sha, configurations=targets,
-                priority=priority, state=State.SKIPPED,
-                outcome={"reason": "already-pinned", "by": None},
-            )
-        else:
-            seq = store.add_item(
-                c, component=component, version=version, sha=sha, configurations=targets,
-                priority=priority,
-            )
+        seq = store.add_item(
+            c, component=component, version=version, sha=sha, configurations=targets,
+            priority=priority, submitted_base=head,
+            state=State.SKIPPED if already else State.QUEUED,
+            outcome={"reason": "already-pinned", "by": None} if already else None,
+        )
         return store.item(c, seq)
 
 
@@ -115,48 +107,109 @@ def drain(store: Store) -> None:
         store.update_queue(c, draining=1)
 
 
-def resume(store: Store) -> None:
-    """End a pause or a drain and reset the infrastructure-failure streak."""
+def resume(store: Store, accept_history: bool = False, who: str = "") -> str | None:
+    """End a pause or a drain and reset the infrastructure-failure streak.
+
+    With accept_history, a `history-rewritten` pause is ended by accepting the remote branch as
+    it is now: the lost landing is recorded as accepted (in the queue's and each waiting item's
+    history) and no longer checked. Returns the accepted lost commit.
+    """
     with store.tx() as c:
+        q = store.queue(c)
+        lost: str | None = None
+        if accept_history:
+            rewritten = store.last_event(c, "history-rewritten")
+            if q.paused_reason != "history-rewritten" or rewritten is None:
+                now = f"paused: {q.paused_reason}" if q.paused else "not paused"
+                raise UsageError(
+                    f"--accept-history: the queue is not paused for rewritten history ({now})",
+                    "use plain `lockstep queue resume`",
+                )
+            lost = str(rewritten["lost"])
+            detail = {"lost": lost, "head": rewritten.get("head"), "by": who}
+            store.add_event(c, None, "history-accepted", detail)
+            for item in store.items(c):
+                store.add_event(c, item.seq, "history-accepted", detail)
         store.update_queue(c, paused=0, paused_reason=None, draining=0, infra_streak=0)
+    return lost
 
 
 def _wait_reasons(store: Store, c: Any, max_recoveries: int) -> tuple[dict[str, str], list[str]]:
+    """Why each live item waits, and the queue order. While a dead holder's item waits for
+    recovery, it waits `worker-lost` and everything else `behind` it."""
     view = store.view(c, max_recoveries)
     plan = scheduler.decide(view)
-    return plan.wait_reasons, [i.id for i in order(view.items)]
+    ordered = [i.id for i in order(view.items)]
+    lost = {d.item for d in plan.decisions if isinstance(d, scheduler.Recover)}
+    if lost:
+        return {i: "worker-lost" if i in lost else "behind" for i in ordered}, ordered
+    return plan.wait_reasons, ordered
 
 
-def status(ws: Workspace, store: Store) -> dict[str, Any]:
-    """The `queue status --json` document."""
+def _runner(store: Store, c: Any, item: Item, now: float, max_recoveries: int) -> dict[str, Any]:
+    """A worker holding an item: running, or lost (its pid is gone on this host or its lease
+    expired) with what the next `queue run` will do about it."""
+    runs = store.runs(c, item.seq)
+    current = runs[-1] if runs and runs[-1]["state"] == "running" else None
+    why = store.holder_lost(c, item.holder, item.lease_expires_at, now)
+    landing = item.state == State.LANDING
+    if why is None:
+        after = None
+    elif landing:
+        after = f"the next queue run repairs the landing of {item.id}"
+    elif item.recoveries >= max_recoveries:
+        after = (f"the next queue run rejects {item.id} (worker-lost: its worker died "
+                 f"{item.recoveries + 1} times)")
+    else:
+        after = f"the next queue run retests {item.id} from its first stage"
+    return {
+        "worker": item.holder,
+        "runner": 0,
+        "state": "running" if why is None else "lost",
+        "lost_reason": why,
+        "next": after,
+        "run": {
+            "item": item.id,
+            "stage": current["stage"] if current else None,
+            "configuration": current["configuration"] if current else None,
+            "landing": landing,
+        },
+    }
+
+
+def check_limit(limit: int) -> None:
+    """Refuse a page size for finished items outside 1..MAX_LIMIT (exit 2)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f"--limit must be between 1 and {MAX_LIMIT}, got {limit}",
+                         f"e.g. --limit {RECENT}; --all shows every finished item")
+
+
+def status(ws: Workspace, store: Store, limit: int = RECENT,
+           everything: bool = False) -> dict[str, Any]:
+    """The `queue status --json` document: the live queue and the newest `limit` finished
+    items, or with `everything` every finished item, read `limit` at a time (newest first)."""
+    check_limit(limit)
+    max_recoveries = ws.config.queue.max_recoveries
+    now = time.time()
     with store.read() as c:
         q = store.queue(c)
         items = store.items(c)
-        reasons, ordered = _wait_reasons(store, c, ws.config.queue.max_recoveries)
-        runners = []
-        for item in items:
-            if item.state in (State.TESTING, State.LANDING) and item.holder:
-                runs = store.runs(c, item.seq)
-                current = runs[-1] if runs and runs[-1]["state"] == "running" else None
-                runners.append({
-                    "worker": item.holder,
-                    "runner": 0,
-                    "run": {
-                        "item": item.id,
-                        "stage": current["stage"] if current else None,
-                        "configuration": current["configuration"] if current else None,
-                        "landing": item.state == State.LANDING,
-                    },
-                })
-        recent = store.items(c, include_terminal=True)
+        reasons, ordered = _wait_reasons(store, c, max_recoveries)
+        runners = [_runner(store, c, item, now, max_recoveries) for item in items
+                   if item.state in (State.TESTING, State.LANDING) and item.holder]
+        recent = page = store.finished(c, limit)
+        while everything and len(page) == limit:
+            page = store.finished(c, limit, before=page[-1].seq)
+            recent = recent + page
     by_id = {i.id: i for i in items}
-    terminal = [i for i in recent if i.state.terminal][-10:]
     if q.paused:
         state = "paused"
     elif q.draining:
         state = "draining"
+    elif any(r["state"] == "running" for r in runners):
+        state = "running"
     else:
-        state = "running" if runners else ("waiting" if items else "idle")
+        state = "waiting" if items else "idle"
     return {
         "queue": {
             "mode": q.mode,
@@ -168,7 +221,7 @@ def status(ws: Workspace, store: Store) -> dict[str, Any]:
         "items": [
             _item_summary(by_id[i], pos, reasons.get(i)) for pos, i in enumerate(ordered, 1)
         ],
-        "recent": [_item_summary(i, None, None) for i in reversed(terminal)],
+        "recent": [_item_summary(i, None, None) for i in recent],
     }
 
 
@@ -231,8 +284,8 @@ def show(ws: Workspace, store: Store, seq: int) -> dict[str, Any]:
         for r in runs
     ]
     out["notifications"] = [
-        {"event": d["event"], "delivery": d["delivery_id"], "state": d["state"],
-         "attempts": d["attempts"], "last_error": d["last_error"]}
+        {"event": d["event"], "notifier": d["notifier"], "delivery": d["delivery_id"],
+         "state": d["state"], "attempts": d["attempts"], "last_error": d["last_error"]}
         for d in deliveries
     ]
     return out

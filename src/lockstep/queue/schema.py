@@ -1,4 +1,8 @@
-"""The queue's tables (SQLAlchemy Core), shared by the SQLite and PostgreSQL stores."""
+"""The queue's tables (SQLAlchemy Core), shared by the SQLite and PostgreSQL stores.
+
+Version 2 binds outbox rows to a notifier's name (version 1 stored its list position) and adds
+the indexes that keep the live queue and the newest history cheap however long the history.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -13,7 +18,13 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+from lockstep.queue.model import TERMINAL, State
+
+SCHEMA_VERSION = 2
+# The partial indexes below and the queries that use them must spell these lists identically
+# (as literals): that is how SQLite matches a query to a partial index.
+FINISHED_STATES = tuple(sorted(s.value for s in TERMINAL))
+LIVE_STATES = tuple(s.value for s in State if s not in TERMINAL)
 metadata = MetaData()
 
 schema_info = Table(
@@ -48,8 +59,9 @@ items = Table(
     Column("digest", String(100)),
     Column("configurations", Text, nullable=False),  # JSON list: the targets at submit
     Column("priority", Integer, nullable=False, default=0),
-    Column("state", String(16), nullable=False, index=True),
+    Column("state", String(16), nullable=False),
     Column("submitted_at", Float, nullable=False),
+    Column("submitted_base", String(40)),  # the integration head at submit (stale-bump rule)
     Column("updated_at", Float, nullable=False),
     Column("attempt", Integer, nullable=False, default=0),
     Column("recoveries", Integer, nullable=False, default=0),
@@ -107,11 +119,13 @@ outbox = Table(
     Column("delivery_id", String(64), nullable=False, unique=True),
     Column("event", String(32), nullable=False),
     Column("item_seq", Integer, ForeignKey("items.seq")),
-    Column("notifier", Integer, nullable=False),
+    # The notifier's name; NULL only on rows a version-1 store queued by list position.
+    Column("notifier", String(64)),
     Column("payload", Text, nullable=False),
-    Column("state", String(16), nullable=False),  # pending, delivered, failed
+    Column("state", String(16), nullable=False),  # pending, delivered, failed, dropped
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_by", String(64)),  # the sender holding a pending row until next_attempt_at
     Column("last_error", Text),
 )
 
@@ -124,6 +138,20 @@ events = Table(
     Column("kind", String(32), nullable=False),
     Column("detail", Text, nullable=False),
 )
+
+# Version 2: live items and the newest finished ones are read through partial indexes, so
+# neither read grows with history (version 1 had one index on items.state, which the planner
+# preferred even where it meant reading and sorting every finished item).
+Index("ix_items_live", items.c.seq,
+      sqlite_where=items.c.state.in_(LIVE_STATES),
+      postgresql_where=items.c.state.in_(LIVE_STATES))
+Index("ix_items_finished", items.c.seq,
+      sqlite_where=items.c.state.in_(FINISHED_STATES),
+      postgresql_where=items.c.state.in_(FINISHED_STATES))
+Index("ix_landings_item_seq", landings.c.item_seq)
+Index("ix_outbox_state_id", outbox.c.state, outbox.c.id)
+Index("ix_outbox_item_seq", outbox.c.item_seq)
+Index("ix_events_kind", events.c.kind, events.c.id)  # the newest event of a kind
 
 workers = Table(
     "workers",

@@ -18,11 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 
 from lockstep.errors import NotFoundError, StateError
 from lockstep.queue import schema as s
-from lockstep.queue.model import TERMINAL, ItemView, QueueView, State, item_id
+from lockstep.queue.model import ItemView, QueueView, State, item_id
 
 QUEUE_ID = 1
 HOST = socket.gethostname()
@@ -41,6 +53,7 @@ class Item:
     priority: int
     state: State
     submitted_at: float
+    submitted_base: str | None  # the integration head the submission was made against
     updated_at: float
     attempt: int
     recoveries: int
@@ -69,6 +82,7 @@ class Item:
             priority=m["priority"],
             state=State(m["state"]),
             submitted_at=m["submitted_at"],
+            submitted_base=m["submitted_base"],
             updated_at=m["updated_at"],
             attempt=m["attempt"],
             recoveries=m["recoveries"],
@@ -146,10 +160,12 @@ class Store:
         return store
 
     def _init(self) -> None:
-        s.metadata.create_all(self.engine)
+        """Create, check or migrate the schema in one write transaction (all or nothing)."""
         with self.tx() as c:
-            row = c.execute(select(s.schema_info.c.version)).first()
+            has_schema = inspect(c).has_table(s.schema_info.name)
+            row = c.execute(select(s.schema_info.c.version)).first() if has_schema else None
             if row is None:
+                s.metadata.create_all(c)
                 c.execute(insert(s.schema_info).values(version=s.SCHEMA_VERSION))
             elif row[0] > s.SCHEMA_VERSION:
                 raise StateError(
@@ -157,8 +173,8 @@ class Store:
                     f"understands ({s.SCHEMA_VERSION})",
                     "upgrade lockstep; never downgrade it over a store a newer one wrote",
                 )
-            elif row[0] < s.SCHEMA_VERSION:  # pragma: no cover - no older schema exists yet
-                raise StateError(f"queue store schema {row[0]} needs a migration")
+            elif row[0] < s.SCHEMA_VERSION:
+                migrate(self, c, row[0])
             if c.execute(select(s.queues.c.id).where(s.queues.c.id == QUEUE_ID)).first() is None:
                 c.execute(insert(s.queues).values(id=QUEUE_ID, mode="serial", paused=0,
                                                   draining=0))
@@ -235,6 +251,7 @@ class Store:
         priority: int,
         state: State = State.QUEUED,
         outcome: dict[str, Any] | None = None,
+        submitted_base: str | None = None,
     ) -> int:
         """Insert a submission; returns its seq."""
         now = time.time()
@@ -248,6 +265,7 @@ class Store:
                 priority=priority,
                 state=state.value,
                 submitted_at=now,
+                submitted_base=submitted_base,
                 updated_at=now,
                 attempt=0,
                 recoveries=0,
@@ -266,11 +284,32 @@ class Store:
         return Item.from_row(row)
 
     def items(self, c: Connection, *, include_terminal: bool = False) -> list[Item]:
-        """Items by seq; by default only the non-terminal ones."""
+        """Items by seq: the live ones (through their index; the cost does not grow with
+        history), or with include_terminal every item ever submitted (tests and the demo)."""
         q = select(s.items).order_by(s.items.c.seq)
         if not include_terminal:
-            q = q.where(s.items.c.state.not_in([t.value for t in TERMINAL]))
+            q = q.where(_state_in(s.LIVE_STATES))
         return [Item.from_row(r) for r in c.execute(q)]
+
+    def finished(self, c: Connection, limit: int, before: int | None = None) -> list[Item]:
+        """Up to `limit` finished items, newest (highest seq) first, older than seq `before`
+        when given: one page of history, read through its index whatever its length."""
+        q = select(s.items).where(_state_in(s.FINISHED_STATES))
+        if before is not None:
+            q = q.where(s.items.c.seq < before)
+        q = q.order_by(s.items.c.seq.desc()).limit(limit)
+        return [Item.from_row(r) for r in c.execute(q)]
+
+    def finished_ids(self, c: Connection, limit: int) -> list[str]:
+        """The ids of the newest `limit` finished items, newest first."""
+        q = (select(s.items.c.seq).where(_state_in(s.FINISHED_STATES))
+             .order_by(s.items.c.seq.desc()).limit(limit))
+        return [item_id(seq) for seq in c.execute(q).scalars()]
+
+    def last_seq(self, c: Connection) -> int:
+        """The highest item seq so far (0 for an empty store)."""
+        return int(c.execute(select(s.items.c.seq).order_by(s.items.c.seq.desc()).limit(1))
+                   .scalar() or 0)
 
     def transition(
         self, c: Connection, seq: int, expect: set[State], to: State, **values: Any
@@ -363,24 +402,11 @@ class Store:
         ).first()
         return str(row[0]) if row and row[0] else None
 
-    def landed_since(self, c: Connection, component: str, since: float) -> list[Item]:
-        """Items of a component landed after a time, oldest first."""
-        q = (
-            select(s.items)
-            .where(
-                s.items.c.component == component,
-                s.items.c.state == State.LANDED.value,
-                s.items.c.updated_at > since,
-            )
-            .order_by(s.items.c.updated_at)
-        )
-        return [Item.from_row(r) for r in c.execute(q)]
-
     # --- outbox and events -----------------------------------------------------------------
 
-    def add_outbox(self, c: Connection, event_name: str, seq: int | None, notifier: int,
+    def add_outbox(self, c: Connection, event_name: str, seq: int | None, notifier: str,
                    payload: dict[str, Any]) -> str:
-        """Queue a notifier delivery; returns its stable delivery id."""
+        """Queue a delivery for the notifier of that name; returns its stable delivery id."""
         delivery = uuid.uuid4().hex
         payload = {**payload, "delivery": delivery}
         c.execute(
@@ -397,14 +423,52 @@ class Store:
         )
         return delivery
 
-    def due_outbox(self, c: Connection, now: float) -> list[dict[str, Any]]:
-        """Pending deliveries whose next attempt is due."""
-        q = (
+    def next_due_delivery(self, c: Connection, now: float,
+                          after: int) -> dict[str, Any] | None:
+        """The first pending delivery due at `now` whose id is above `after`."""
+        row = c.execute(
             select(s.outbox)
-            .where(s.outbox.c.state == "pending", s.outbox.c.next_attempt_at <= now)
+            .where(s.outbox.c.state == "pending", s.outbox.c.id > after,
+                   s.outbox.c.next_attempt_at <= now)
             .order_by(s.outbox.c.id)
+            .limit(1)
+        ).first()
+        return dict(row._mapping) if row else None
+
+    def claim_delivery(self, c: Connection, row: dict[str, Any], until: float,
+                       claimant: str) -> bool:
+        """Claim one due row (as read by next_due_delivery) for its send, until `until`.
+
+        One row at a time, so a claim covers only the send under way: a slow receiver cannot
+        make the claim of rows still waiting their turn expire. False when someone else got it.
+        """
+        result = c.execute(
+            update(s.outbox)
+            .where(s.outbox.c.id == row["id"], s.outbox.c.state == "pending",
+                   s.outbox.c.next_attempt_at == row["next_attempt_at"])
+            .values(next_attempt_at=until, claimed_by=claimant)
         )
-        return [dict(r._mapping) for r in c.execute(q)]
+        return bool(result.rowcount)
+
+    def finish_delivery(self, c: Connection, row_id: int, claimant: str,
+                        **values: Any) -> bool:
+        """Record a delivery attempt if `claimant` still holds the row's claim."""
+        result = c.execute(
+            update(s.outbox)
+            .where(s.outbox.c.id == row_id, s.outbox.c.state == "pending",
+                   s.outbox.c.claimed_by == claimant)
+            .values(claimed_by=None, **values)
+        )
+        return bool(result.rowcount)
+
+    def drop_delivery(self, c: Connection, row_id: int, reason: str) -> bool:
+        """Mark a pending delivery dropped (it will never be sent), saying why."""
+        result = c.execute(
+            update(s.outbox)
+            .where(s.outbox.c.id == row_id, s.outbox.c.state == "pending")
+            .values(state="dropped", claimed_by=None, last_error=reason)
+        )
+        return bool(result.rowcount)
 
     def outbox_rows(self, c: Connection, seq: int | None = None) -> list[dict[str, Any]]:
         """Every outbox row (of one item when seq is given)."""
@@ -413,9 +477,20 @@ class Store:
             q = q.where(s.outbox.c.item_seq == seq)
         return [dict(r._mapping) for r in c.execute(q)]
 
-    def update_outbox(self, c: Connection, row_id: int, **values: Any) -> None:
-        """Record a delivery attempt."""
-        c.execute(update(s.outbox).where(s.outbox.c.id == row_id).values(**values))
+    def last_event(self, c: Connection, kind: str) -> dict[str, Any] | None:
+        """The newest queue-level event of a kind, its detail decoded."""
+        row = c.execute(
+            select(s.events.c.detail)
+            .where(s.events.c.kind == kind, s.events.c.item_seq.is_(None))
+            .order_by(s.events.c.id.desc())
+            .limit(1)
+        ).first()
+        return json.loads(row[0]) if row else None
+
+    def history_accepted(self, c: Connection, lost: str) -> bool:
+        """Whether a user accepted a rewritten history that lost this landed commit."""
+        accepted = self.last_event(c, "history-accepted")
+        return accepted is not None and accepted.get("lost") == lost
 
     def add_event(self, c: Connection, seq: int | None, kind: str, detail: dict[str, Any]) -> None:
         """Append to the event log."""
@@ -460,15 +535,23 @@ class Store:
     def worker_alive(self, c: Connection, worker: str | None, lease_expires_at: float | None,
                      now: float) -> bool:
         """Whether a holder still works: a dead pid on this host is dead at once, else the lease."""
+        return self.holder_lost(c, worker, lease_expires_at, now) is None
+
+    def holder_lost(self, c: Connection, worker: str | None, lease_expires_at: float | None,
+                    now: float) -> str | None:
+        """Why a holder no longer works (its pid is gone on this host, or its lease expired),
+        or None while it does."""
         if not worker:
-            return False
+            return "no worker holds it"
         row = c.execute(select(s.workers).where(s.workers.c.id == worker)).first()
         if row is None:
-            return False
+            return f"worker {worker} is not registered"
         m = row._mapping
         if m["host"] == HOST and not _pid_matches(m["pid"], m["pid_started"]):
-            return False
-        return lease_expires_at is not None and lease_expires_at > now
+            return f"its process {m['pid']} is gone"
+        if lease_expires_at is None or lease_expires_at <= now:
+            return "its lease expired"
+        return None
 
     def view(self, c: Connection, max_recoveries: int) -> QueueView:
         """The scheduler's snapshot of the queue."""
@@ -486,6 +569,50 @@ class Store:
             for i in self.items(c)
         )
         return QueueView(q.paused, views, max_recoveries, q.paused_reason, q.draining)
+
+
+def _state_in(states: tuple[str, ...]) -> ColumnElement[bool]:
+    """`state IN (...)` with the states as literals, so SQLite matches the partial index."""
+    return s.items.c.state.in_(bindparam("states", list(states), literal_execute=True))
+
+
+def migrate(store: Store, c: Connection, version: int) -> None:
+    """Bring a store written by an older lockstep to SCHEMA_VERSION (inside the caller's tx).
+
+    1 → 2: items record the integration head they were submitted against (NULL for older items,
+    which then count from their first candidate's base). Outbox rows were bound to a notifier by
+    its list position, which cannot be mapped to a name safely, so pending rows are dropped with
+    a reason (never sent to whichever notifier now has that position); delivered and failed rows
+    keep their history, without a notifier. The items.state index gives way to the partial
+    indexes of live and finished items.
+    """
+    assert version == 1, version
+    c.execute(text("ALTER TABLE outbox RENAME TO outbox_v1"))
+    s.outbox.create(c)
+    old = c.execute(text("SELECT id, delivery_id, event, item_seq, notifier, payload, state, "
+                         "attempts, next_attempt_at, last_error FROM outbox_v1 ORDER BY id"))
+    dropped = 0
+    for r in old.mappings():
+        state, error = r["state"], r["last_error"]
+        if state == "pending":
+            state, dropped = "dropped", dropped + 1
+            error = (f"dropped by the upgrade to store schema 2, not sent: it was queued for "
+                     f"notifiers.{r['notifier']} by position, which cannot be matched to a "
+                     "notifier name safely")
+        c.execute(insert(s.outbox).values(
+            id=r["id"], delivery_id=r["delivery_id"], event=r["event"], item_seq=r["item_seq"],
+            notifier=None, payload=r["payload"], state=state, attempts=r["attempts"],
+            next_attempt_at=r["next_attempt_at"], last_error=error))
+    c.execute(text("DROP TABLE outbox_v1"))
+    c.execute(text("ALTER TABLE items ADD COLUMN submitted_base VARCHAR(40)"))
+    c.execute(text("DROP INDEX IF EXISTS ix_items_state"))
+    for table in (s.items, s.landings, s.events):
+        for index in table.indexes:
+            index.create(c, checkfirst=True)
+    s.metadata.create_all(c)
+    c.execute(update(s.schema_info).values(version=s.SCHEMA_VERSION))
+    store.add_event(c, None, "schema-migrated", {"from": version, "to": s.SCHEMA_VERSION,
+                                                 "deliveries_dropped": dropped})
 
 
 def _pid_matches(pid: int, started: float) -> bool:
