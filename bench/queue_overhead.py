@@ -16,7 +16,10 @@ figure the store's run rows give (step time minus `ended_at - started_at` of the
 is reported too; it is lower, because a run row's window also covers workspace preparation.
 
 While stepping it accounts every `git` subprocess (by caller and subcommand), every store
-transaction and the tar extraction of stage workspaces, so the JSON says where the time goes.
+transaction (write `tx()` and read-only `read()`) and the preparation of stage workspaces, so the
+JSON says where the time goes. After each landing it also lands by hand, in the same loop, the
+floor: a commit, an annotated tag and one atomic push to a local bare remote, made with git's
+own commands; the overhead is reported as a multiple of that floor.
 `--profile` runs the whole thing under cProfile instead and prints the top functions (the
 timings of such a run are inflated; do not use them as the result).
 
@@ -83,8 +86,8 @@ def version_name(k: int) -> str:
     return f"v1.0.{k}"
 
 
-def config_text(remotes: Path) -> str:
-    """lockstep.toml: three components, one trivial stage, no retry backoff."""
+def config_text(remotes: Path, stages: int = 1) -> str:
+    """lockstep.toml: three components, `stages` trivial stages, no retry backoff."""
     comps = "".join(
         f'[components.{name}]\nurl = "{remotes / f"{name}.git"}"\n'
         f'owners = ["team-{name}@example.com"]\n\n'
@@ -96,7 +99,8 @@ def config_text(remotes: Path) -> str:
         '[identity]\nname = "lockstep bench"\nemail = "bench@localhost"\n\n'
         '[queue]\nmode = "serial"\nretry_backoff = 0\n\n'
         f"{comps}"
-        '[[stages]]\nname = "noop"\ncommand = ["true"]\ntimeout = 60\nretries = 0\n'
+        + "".join(f'[[stages]]\nname = "noop{"" if i == 0 else i + 1}"\ncommand = ["true"]\n'
+                  "timeout = 60\nretries = 0\n\n" for i in range(stages))
     )
 
 
@@ -122,7 +126,7 @@ def build_component(remotes: Path, sources: Path, name: str, bumps: int) -> str:
     return first
 
 
-def build_system(root: Path, items: int) -> Path:
+def build_system(root: Path, items: int, stages: int = 1) -> Path:
     """Component remotes, the integration remote and the integration repo; returns the latter."""
     from lockstep import git
     from lockstep.manifest import Pin, render_new
@@ -137,7 +141,7 @@ def build_system(root: Path, items: int) -> Path:
     integration_remote = remotes / "integration.git"
     git.run(["init", "--quiet", "--bare", "--initial-branch=main", str(integration_remote)])
     integration = root / "integration"
-    init(integration, remote_url=str(integration_remote), config_text=config_text(remotes),
+    init(integration, remote_url=str(integration_remote), config_text=config_text(remotes, stages),
          manifest_text=render_new({CONFIGURATION: pins}))
     return integration
 
@@ -238,7 +242,8 @@ def _caller_chain(depth: int = 3) -> str:
 
 
 def instrument(acct: Accountant, store: Any) -> None:
-    """Wrap git.run, the store's transactions, run_command, the pid callback and extract_tree."""
+    """Wrap git.run, the store's write and read transactions, run_command, the pid callback
+    and extract_tree."""
     from lockstep import git
     from lockstep.queue import worker as worker_mod
 
@@ -256,15 +261,16 @@ def instrument(acct: Accountant, store: Any) -> None:
 
     setattr(git, "run", git_run)  # noqa: B010 - monkeypatching on purpose
 
-    real_tx = store.tx
+    def wrap(real: Callable[[], Any], category: str, kind: str) -> Callable[[], Any]:
+        @contextlib.contextmanager
+        def transaction() -> Iterator[Any]:
+            label = f"{_caller_chain()}: {kind}" if acct.active() else None
+            with acct.region(category, label), real() as c:
+                yield c
+        return transaction
 
-    @contextlib.contextmanager
-    def tx() -> Iterator[Any]:
-        label = f"{_caller_chain()}: transaction" if acct.active() else None
-        with acct.region("store", label), real_tx() as c:
-            yield c
-
-    store.tx = tx
+    store.tx = wrap(store.tx, "store-write", "write transaction")
+    store.read = wrap(store.read, "store-read", "read transaction")
 
     real_run_command = getattr(worker_mod, "run_command")  # noqa: B009
 
@@ -319,14 +325,54 @@ class ItemResult:
         return self.wall - self.command
 
 
-def run_benchmark(items: int, work: Path, profile: cProfile.Profile | None) -> list[ItemResult]:
-    """Build the system, submit the items, step the worker until the queue is empty."""
+class Floor:
+    """The git work of one landing done by hand, with porcelain commands: edit the manifest,
+    `git commit -a`, `git tag -a`, one `git push --atomic` of branch and tag to a local bare
+    remote. What no tool can go below; lockstep's overhead is reported as a multiple of it."""
+
+    def __init__(self, root: Path, manifest: str) -> None:
+        self.remote = root / "floor.git"
+        self.clone = root / "floor"
+        self.manifest = manifest
+        self.git("init", "--quiet", "--bare", "--initial-branch=main", str(self.remote), cwd=root)
+        self.git("init", "--quiet", "--initial-branch=main", str(self.clone), cwd=root)
+        self.git("remote", "add", "origin", str(self.remote))
+        (self.clone / "manifest.toml").write_text(manifest, encoding="utf-8")
+        self.git("add", "manifest.toml")
+        self.git("commit", "--quiet", "-m", "initial manifest")
+        self.git("push", "--quiet", "origin", "HEAD:refs/heads/main")
+        self.times: list[float] = []
+
+    def git(self, *args: str, cwd: Path | None = None) -> None:
+        """One real git command (no lockstep code in between)."""
+        subprocess.run(["git", *args], cwd=cwd or self.clone, check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def land(self, n: int) -> float:
+        """Commit, tag and push item n by hand; returns and records the wall seconds."""
+        start = time.perf_counter()
+        (self.clone / "manifest.toml").write_text(f"{self.manifest}# bump {n}\n",
+                                                  encoding="utf-8")
+        tag = f"release-{n}"
+        self.git("commit", "--quiet", "-a", "-m", f"Bump {n}")
+        self.git("tag", "-a", tag, "-m", f"Integration release {tag}")
+        self.git("push", "--quiet", "--atomic", "origin", "HEAD:refs/heads/main",
+                 f"refs/tags/{tag}")
+        elapsed = time.perf_counter() - start
+        self.times.append(elapsed)
+        return elapsed
+
+
+def run_benchmark(items: int, work: Path, profile: cProfile.Profile | None,
+                  stages: int = 1) -> tuple[list[ItemResult], list[float]]:
+    """Build the system, submit the items, step the worker until the queue is empty; after
+    each landing, do the floor's hand-made landing in the same loop."""
     from lockstep.queue import operations as ops
     from lockstep.queue.model import State
     from lockstep.queue.worker import Worker
     from lockstep.workspace import Workspace
 
-    ws = Workspace.open(build_system(work, items))
+    ws = Workspace.open(build_system(work, items, stages))
     store = ops.open_store(ws)
     results: dict[int, ItemResult] = {}
     for component, version in submissions(items):
@@ -335,6 +381,7 @@ def run_benchmark(items: int, work: Path, profile: cProfile.Profile | None) -> l
             raise SystemExit(f"{item.id} {component} {version} was not queued: {item.state}")
         results[item.seq] = ItemResult(item.seq, component, version)
 
+    floor = Floor(work, (ws.root / ws.manifest_path).read_text(encoding="utf-8"))
     acct = Accountant()
     instrument(acct, store)
     worker = Worker(ws, store)
@@ -368,6 +415,8 @@ def run_benchmark(items: int, work: Path, profile: cProfile.Profile | None) -> l
                 res.land = record
             else:
                 res.extra_steps.append(f"{move[0].value}->{move[1].value}")
+            if after[seq] == State.LANDED:
+                floor.land(seq)
         before = after
 
     with store.tx() as c:
@@ -377,7 +426,7 @@ def run_benchmark(items: int, work: Path, profile: cProfile.Profile | None) -> l
             res.runs = len(runs)
             res.store_stage = sum((r["ended_at"] or 0) - (r["started_at"] or 0) for r in runs)
     store.close()
-    return list(results.values())
+    return list(results.values()), floor.times
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -403,7 +452,8 @@ def percentile(values: Sequence[float], p: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-CATEGORIES = ("git", "store", "extract-tree", "pid-record", "stage-command")
+CATEGORIES = ("git", "store-write", "store-read", "extract-tree", "pid-record",
+              "stage-command")
 
 
 def step_breakdown(steps: list[StepRecord]) -> dict[str, float]:
@@ -414,7 +464,8 @@ def step_breakdown(steps: list[StepRecord]) -> dict[str, float]:
     out["other-python"] = ms(median([
         s.wall - sum(s.exclusive.get(c, 0.0) for c in CATEGORIES) for s in steps]))
     out["git_calls"] = median([s.count("git") for s in steps])
-    out["store_transactions"] = median([s.count("store") for s in steps])
+    out["store_write_transactions"] = median([s.count("store-write") for s in steps])
+    out["store_read_transactions"] = median([s.count("store-read") for s in steps])
     return out
 
 
@@ -464,7 +515,8 @@ def source_info() -> dict[str, Any]:
             "uncommitted_changes": None if status is None else bool(status)}
 
 
-def summarise(results: list[ItemResult], items: int) -> dict[str, Any]:
+def summarise(results: list[ItemResult], floor: list[float], items: int,
+              settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON document."""
     import lockstep
 
@@ -474,11 +526,27 @@ def summarise(results: list[ItemResult], items: int) -> dict[str, Any]:
     lands = [r.land for r in landed if r.land is not None]
     third = max(1, len(landed) // 3)
     median_overhead = ms(median(overhead))
+
+    def per_item(category: str) -> float:
+        return round(sum(s.count(category) for s in [*tests, *lands]) / max(1, len(landed)), 2)
+
+    floor_median = median(floor)
+    floor_doc = {
+        "what": "by hand per item, in the same loop: edit manifest.toml, git commit -a, "
+                "git tag -a, git push --atomic (branch + tag) to a local bare remote",
+        "samples": len(floor),
+        "median_ms": ms(floor_median),
+        "p90_ms": ms(percentile(floor, 90)),
+        "overhead_x_floor": round(median(overhead) / floor_median, 2) if floor_median else None,
+        "p90_overhead_x_floor": round(percentile(overhead, 90) / percentile(floor, 90), 2)
+        if floor else None,
+    }
     return {
         "benchmark": "queue_overhead",
         "lockstep": lockstep.__version__,
         "source": source_info(),
         "items": items,
+        "settings": settings or {},
         "landed": len(landed),
         "median_overhead_ms": median_overhead,
         "p90_overhead_ms": ms(percentile(overhead, 90)),
@@ -491,10 +559,10 @@ def summarise(results: list[ItemResult], items: int) -> dict[str, Any]:
         "median_land_step_ms": ms(median([s.wall for s in lands])),
         "median_overhead_first_third_ms": ms(median(overhead[:third])),
         "median_overhead_last_third_ms": ms(median(overhead[-third:])),
-        "git_calls_per_item": round(sum(s.count("git") for s in [*tests, *lands])
-                                    / max(1, len(landed)), 2),
-        "store_transactions_per_item": round(sum(s.count("store") for s in [*tests, *lands])
-                                             / max(1, len(landed)), 2),
+        "git_calls_per_item": per_item("git"),
+        "store_write_transactions_per_item": per_item("store-write"),
+        "store_read_transactions_per_item": per_item("store-read"),
+        "floor": floor_doc,
         "target_ms": TARGET_MS,
         "meets_target": bool(landed) and median_overhead <= TARGET_MS,
         "definitions": {
@@ -504,15 +572,23 @@ def summarise(results: list[ItemResult], items: int) -> dict[str, Any]:
                                "(includes workspace preparation)",
             "median_overhead_store_window_ms": "item wall time minus median_stage_ms's "
                                                "per-item value (hides workspace preparation)",
-            "breakdown_ms": "median exclusive ms per step: git = git subprocesses; store = "
-                            "inside Store.tx() blocks (connect, PRAGMAs, SQL, commit, close and "
-                            "the Python work in the block), git calls made inside excluded; "
-                            "extract-tree = tar extraction of stage workspaces (its git archive "
-                            "is under git); pid-record = the on_start callback",
+            "breakdown_ms": "median exclusive ms per step: git = git subprocesses run through "
+                            "lockstep.git.run; store-write = inside Store.tx() blocks (BEGIN "
+                            "IMMEDIATE, SQL, commit and the Python work in the block); "
+                            "store-read = inside Store.read() blocks (plain BEGIN); git calls "
+                            "made inside a transaction count as git; extract-tree = stage "
+                            "workspace preparation: `git archive` streamed into tar extraction "
+                            "(its git process is not under git); pid-record = the on_start "
+                            "callback",
+            "floor": "the same git work done by hand with git porcelain (commit, annotated "
+                     "tag, one atomic push), timed after each landing in the same loop; "
+                     "overhead_x_floor = median overhead / median floor",
         },
         "breakdown_ms": {"test_step": step_breakdown(tests), "land_step": step_breakdown(lands)},
         "git_calls": call_table(landed, "git"),
-        "store_transactions": call_table(landed, "store"),
+        "store_transactions": sorted(call_table(landed, "store-write")
+                                     + call_table(landed, "store-read"),
+                                     key=lambda r: -r["ms_per_item"]),
         "per_item": [
             {"seq": r.seq, "component": r.component, "version": r.version, "state": r.state,
              "wall_ms": ms(r.wall), "overhead_ms": ms(r.overhead),
@@ -556,6 +632,11 @@ def print_table(doc: dict[str, Any], top: int = 12) -> None:
         f"{doc['median_overhead_first_third_ms']}/{doc['median_overhead_last_third_ms']}")
     verdict = "meets" if doc["meets_target"] else "MISSES"
     print(f"  target {doc['target_ms']:g} ms: {verdict}")
+    fl = doc["floor"]
+    row("floor: commit + tag + push by hand, median", fl["median_ms"])
+    row("floor: p90", fl["p90_ms"])
+    row("overhead as a multiple of the floor (median)", fl["overhead_x_floor"], "x")
+    row("overhead as a multiple of the floor (p90)", fl["p90_overhead_x_floor"], "x")
     print("\n  median ms per step      " + " ".join(f"{c:>13}" for c in doc["breakdown_ms"]))
     keys = doc["breakdown_ms"]["test_step"].keys()
     for key in keys:
@@ -584,6 +665,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--items", type=int, default=50, help="bumps to land (default 50)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON result file")
+    parser.add_argument("--stages", type=int, default=1,
+                        help="trivial stages each item runs (default 1)")
+    parser.add_argument("--no-tree-cache", action="store_true",
+                        help="stream every stage workspace tree from git archive (no cache)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary system")
     parser.add_argument("--tmp", type=Path, default=None, help="where to build it")
     parser.add_argument("--profile", action="store_true",
@@ -600,14 +685,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT / "src"))
     profile = cProfile.Profile() if args.profile else None
     try:
-        results = run_benchmark(args.items, work, profile)
+        if args.no_tree_cache:
+            from lockstep import stages
+
+            stages.TREE_CACHE_ENTRIES = 0
+        results, floor = run_benchmark(args.items, work, profile, args.stages)
     finally:
         if args.keep:
             print(f"system kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    doc = summarise(results, args.items)
+    doc = summarise(results, floor, args.items,
+                    {"stages": args.stages, "tree_cache": not args.no_tree_cache})
     print_table(doc)
     not_landed = [r for r in results if r.state != "landed" or r.test is None or r.land is None]
     odd = [r for r in results if r.extra_steps]

@@ -6,15 +6,17 @@ workspace that could not be prepared) and timeout; only infrastructure failures 
 
 from __future__ import annotations
 
-import io
+import fnmatch
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
+import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +24,8 @@ from pathlib import Path
 import psutil
 
 from lockstep import git
+from lockstep.config import Config, Stage, WebhookNotifier
+from lockstep.errors import GitError
 
 
 class Outcome(StrEnum):
@@ -43,40 +47,167 @@ class RunResult:
     log: Path
 
 
-class _ArchiveCache:
-    """Recent `git archive` outputs by (repo, object SHA): objects are immutable, so a pinned
-    component extracted for every run of every item is read from git once. Bounded in bytes."""
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
-        self.entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self.size = 0
-
-    def get(self, repo: Path, sha: str) -> bytes:
-        key = (str(repo), sha)
-        data = self.entries.get(key)
-        if data is not None:
-            self.entries.move_to_end(key)
-            return data
-        data = git.run(["archive", "--format=tar", sha], repo).stdout
-        if len(data) <= self.max_bytes // 4:
-            self.entries[key] = data
-            self.size += len(data)
-            while self.size > self.max_bytes:
-                _, old = self.entries.popitem(last=False)
-                self.size -= len(old)
-        return data
+# The base every stage gets from the worker's environment; anything else only through pass_env.
+BASE_ENV = (
+    "PATH",  # find programs (the stage's argv[0] too)
+    "HOME",  # tools read their configuration and caches under it (git, pip, npm, ssh)
+    "USER", "LOGNAME",  # who runs the stage, for tools that ask (getpass, ssh)
+    "LANG", "LC_ALL", "LC_CTYPE",  # text encoding of the stage's output
+    "TZ",  # local time in what the stage prints
+    "TMPDIR",  # where the worker's host wants temporary files
+    "SSL_CERT_FILE", "SSL_CERT_DIR",  # the host's CA certificates (OpenSSL), not a credential
+)
+RESERVED_PREFIX = "LOCKSTEP_"
 
 
-_archives = _ArchiveCache()
+def stage_environment(source: Mapping[str, str], lockstep_vars: Mapping[str, str],
+                      pass_env: Sequence[str], deny: Collection[str] = ()) -> dict[str, str]:
+    """A stage's environment: BASE_ENV and what pass_env names or globs from source, then
+    lockstep_vars. Never a `LOCKSTEP_*` variable of source (lockstep's own namespace) nor a
+    name in deny (the notifiers' secret variables), whatever pass_env says."""
+    if any(not k.startswith(RESERVED_PREFIX) for k in lockstep_vars):
+        raise ValueError("lockstep_vars may only hold LOCKSTEP_* variables")
+    env = {
+        name: value for name, value in source.items()
+        if not name.startswith(RESERVED_PREFIX) and name not in deny
+        and (name in BASE_ENV or any(fnmatch.fnmatchcase(name, p) for p in pass_env))
+    }
+    env.update(lockstep_vars)
+    return env
+
+
+def secret_env_names(config: Config) -> set[str]:
+    """The variables holding notifier secrets: never given to a stage."""
+    return {n.secret_env for n in config.notifiers
+            if isinstance(n, WebhookNotifier) and n.secret_env}
+
+
+def environment_for(config: Config, stage: Stage,
+                    lockstep_vars: Mapping[str, str]) -> dict[str, str]:
+    """The environment of one run of stage, from this worker's environment."""
+    return stage_environment(os.environ, lockstep_vars,
+                             [*config.queue.pass_env, *stage.pass_env],
+                             deny=secret_env_names(config))
+
+
+# Trees kept extracted per repository (<git dir>/lockstep-trees/<sha>); 0 turns the cache off.
+TREE_CACHE_ENTRIES = 8
+_STALE_SECONDS = 3600.0  # a '.part' or '.trash' directory this old was left by a killed worker
+_HEX_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a cache entry's name: nothing else
 
 
 def extract_tree(repo: Path, sha: str, dest: Path) -> None:
-    """Write the tree of a commit or tree SHA into dest, through tarfile's safe 'data' filter."""
-    data = _archives.get(repo, sha)
+    """Write the tree of a commit or tree SHA into dest: extracted once into the repo's tree
+    cache on disk (pinned components and candidates are asked for by run after run) and copied
+    from there; streamed from `git archive` straight into dest if it cannot be cached."""
+    cache = _tree_cache(repo) if _HEX_SHA.fullmatch(sha) else None
+    if cache is not None and (_copy_cached(cache / sha, dest)
+                              or (_fill_cache(cache, repo, sha)
+                                  and _copy_cached(cache / sha, dest))):
+        return
+    stream_tree(repo, sha, dest)
+
+
+def _tree_cache(repo: Path) -> Path | None:
+    """Where repo's extracted trees are kept: inside its git directory, invisible to git."""
+    if TREE_CACHE_ENTRIES <= 0:
+        return None
+    if (repo / ".git").is_dir():
+        return repo / ".git" / "lockstep-trees"
+    if (repo / "objects").is_dir() and (repo / "HEAD").is_file():  # a bare repository
+        return repo / "lockstep-trees"
+    return None  # a worktree or a submodule (.git is a file): stream every time
+
+
+def _copy_cached(entry: Path, dest: Path) -> bool:
+    """Copy a cached tree into dest; False (and no dest) if it is not there, or was evicted
+    by another worker while being copied."""
+    if not entry.is_dir():
+        return False
+    try:
+        os.utime(entry)  # recently used: evicted last
+        shutil.copytree(entry, dest, symlinks=True, dirs_exist_ok=True)
+    except OSError:
+        shutil.rmtree(dest, ignore_errors=True)
+        return False
+    return True
+
+
+def _fill_cache(cache: Path, repo: Path, sha: str) -> bool:
+    """Extract sha into the cache (under a private name, then renamed: a reader never sees a
+    half-written tree), then evict the least recently used trees beyond TREE_CACHE_ENTRIES."""
+    part = cache / f".{sha}.{os.getpid()}.{threading.get_ident()}.part"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(part, ignore_errors=True)
+        stream_tree(repo, sha, part)
+        os.rename(part, cache / sha)
+    except OSError:  # another worker cached it first, or the disk is full: stream instead
+        pass
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+    _evict(cache)
+    return (cache / sha).is_dir()
+
+
+def _evict(cache: Path) -> None:
+    """Remove the least recently used trees beyond the limit, and what killed workers left."""
+    now = time.time()
+    trees: list[tuple[float, Path]] = []
+    try:
+        entries = list(cache.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            mtime = entry.stat().st_mtime
+        except OSError:
+            continue
+        if not entry.name.startswith("."):
+            trees.append((mtime, entry))
+        elif now - mtime > _STALE_SECONDS:
+            shutil.rmtree(entry, ignore_errors=True)
+    for _, old in sorted(trees, reverse=True)[TREE_CACHE_ENTRIES:]:
+        trash = cache / f".{old.name}.{os.getpid()}.trash"
+        try:
+            os.rename(old, trash)  # a worker copying it fails, and streams the tree instead
+        except OSError:
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def stream_tree(repo: Path, sha: str, dest: Path, timeout: float = git.DEFAULT_TIMEOUT) -> None:
+    """Write the tree of a commit or tree SHA into dest, streaming `git archive` through
+    tarfile's safe 'data' filter: the tree is never held in memory."""
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(dest, filter="data")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(["git", "archive", "--format=tar", sha], cwd=repo,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                env=git.base_env())
+        assert proc.stdout is not None
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        bad: tarfile.TarError | None = None
+        try:
+            with proc.stdout:
+                try:
+                    with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                        tar.extractall(dest, filter="data")
+                    while proc.stdout.read(64 * 1024):  # the archive's zero padding
+                        pass
+                except tarfile.TarError as exc:
+                    bad = exc
+        finally:
+            code = proc.wait()
+            timer.cancel()
+        if code != 0:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            cause = lines[-1] if lines else (f"timed out after {timeout:g}s"
+                                             if code == -signal.SIGKILL else f"exit code {code}")
+            raise GitError(f"git archive {sha[:12]} failed: {git.redact(cause)}")
+        if bad is not None:
+            raise GitError(f"git archive {sha[:12]} gave an unusable tar stream: {bad}")
 
 
 def run_command(
@@ -154,14 +285,40 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
 
 
 def kill_orphaned_group(pid: int, started: float) -> bool:
-    """SIGKILL the process group a dead worker's stage left, if that process still exists."""
+    """SIGKILL what a dead worker's stage left: the process group its main process `pid`
+    (started at `started`) led, even when that process has exited and only its children remain.
+
+    Linux reuses no pid while a process group of that id exists, so a live process holding
+    `pid` with another start time means the stage's group is gone: nothing is killed.
+    """
     try:
-        if abs(psutil.Process(pid).create_time() - started) > 1.0:
-            return False
+        leader: psutil.Process | None = psutil.Process(pid)
     except psutil.NoSuchProcess:
+        leader = None
+    if leader is not None:
+        try:
+            if abs(leader.create_time() - started) > 1.0:
+                return False
+        except psutil.NoSuchProcess:
+            leader = None
+    if leader is None and not _group_members(pid, started):
         return False
     _reap_group(pid)
     return True
+
+
+def _group_members(pgid: int, started: float) -> list[int]:
+    """Live processes of the stage group pgid: in that group and in the session the stage
+    opened (start_new_session: session id = group id = the stage's pid), started after it."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if (os.getpgid(proc.pid) == pgid and os.getsid(proc.pid) == pgid
+                    and proc.create_time() >= started - 1.0):
+                members.append(proc.pid)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return members
 
 
 def _reap_group(pgid: int) -> None:
@@ -172,13 +329,21 @@ def _reap_group(pgid: int) -> None:
         pass
 
 
-def tail(path: Path, lines: int) -> list[str]:
-    """The last lines of a log file."""
+def tail(path: Path, lines: int, max_bytes: int = 256 * 1024) -> list[str]:
+    """The last lines of a log file, reading it backwards from its end (at most max_bytes)."""
+    block = 8 * 1024
     try:
-        text = path.read_bytes()[-256 * 1024 :].decode(errors="replace")
+        with open(path, "rb") as fh:
+            end = pos = fh.seek(0, os.SEEK_END)
+            data = b""
+            while pos > 0 and data.count(b"\n") <= lines and end - pos < max_bytes:
+                step = min(block, pos, max_bytes - (end - pos))
+                pos -= step
+                fh.seek(pos)
+                data = fh.read(step) + data
     except OSError:
         return []
-    return text.splitlines()[-lines:]
+    return data.decode(errors="replace").splitlines()[-lines:]
 
 
 def fresh_dir(path: Path) -> Path:

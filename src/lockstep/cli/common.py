@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from lockstep.workspace import Workspace
+if TYPE_CHECKING:
+    from lockstep.workspace import Workspace
 
 console = Console(highlight=False, soft_wrap=True, markup=False)
 
@@ -23,7 +24,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def workspace(path: Path) -> Workspace:
-    """Open the workspace named by -C (or the current directory)."""
+    """Open the workspace named by -C (or the current directory); imported here, so that
+    `--help` and `--version` do not load the configuration schema (pydantic)."""
+    from lockstep.workspace import Workspace
+
     return Workspace.open(path)
 
 

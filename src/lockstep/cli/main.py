@@ -12,7 +12,6 @@ from lockstep import __version__
 from lockstep.cli import demo, manifest, queue
 from lockstep.cli.common import console
 from lockstep.errors import EXIT_USAGE, LockstepError
-from lockstep.scaffold import init as scaffold_init
 
 app = typer.Typer(
     name="lockstep",
@@ -21,6 +20,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print lockstep's version and exit.", callback=_print_version,
+        is_eager=True)] = False,
+) -> None:
+    """Release systems spread over many git repositories."""
+
+
 app.add_typer(manifest.app, name="manifest")
 app.add_typer(queue.app, name="queue")
 app.command("demo")(demo.demo)
@@ -36,6 +52,7 @@ def init(
 ) -> None:
     """Create an integration repo: a commented lockstep.toml and a manifest, committed."""
     from lockstep import names
+    from lockstep.scaffold import init as scaffold_init
 
     names.ref_name(branch, "branch name")
     path = scaffold_init(directory, branch=branch, remote_url=remote)
