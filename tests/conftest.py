@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system import System
+from tests.system import STARTED, System
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +25,18 @@ def isolated_git(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
-    monkeypatch.delenv("LOCKSTEP_CRASH_AT", raising=False)
     yield
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind() -> Iterator[None]:
+    """A background worker that a failing test left running is killed, not left to block."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 @pytest.fixture

@@ -6,10 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
+import tomlkit
 
 from lockstep import git
 from lockstep.manifest import Pin, render_new
@@ -24,11 +29,49 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ("alpha", "beta", "gamma")
 VERSIONS = ("v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0")
 STAGES = ("build", "check", "deploy")
+STARTED: list[subprocess.Popen[str]] = []  # background workers, killed after each test
 
 
 def sh(args: list[str], cwd: Path) -> str:
     """Run git in a test repo and return stdout."""
     return git.out(args, cwd)
+
+
+def wait_for(predicate: Callable[[], object], *, what: str, timeout: float = 60.0,
+             proc: subprocess.Popen[str] | None = None) -> None:
+    """Poll until predicate() is true: synchronise on an event, never on a guessed duration.
+
+    The timeout is only a safety net against a hung test. With `proc`, fail at once (with its
+    stderr) if that process exits before the event happens.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"process exited {proc.returncode} while waiting for {what}: "
+                                 f"{err.strip()}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def process_running(pid: int) -> bool:
+    """Whether pid is a live process (one that exited but is not reaped yet is not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_started(release: Path, n: int = 1, *, timeout: float = 60.0,
+                 proc: subprocess.Popen[str] | None = None) -> dict[str, Any]:
+    """Wait until the n-th invocation of a `wait_file` stage (tests/gate.py) blocks on `release`;
+    returns its marker: pid, ppid, stage, config, item, n."""
+    marker = release.with_name(f"{release.name}.started.{n}")
+    wait_for(marker.exists, what=f"stage invocation {n} to block on {release.name}",
+             timeout=timeout, proc=proc)
+    started: dict[str, Any] = json.loads(marker.read_text())
+    return started
 
 
 @dataclass
@@ -135,6 +178,12 @@ class System:
         with store.tx() as c:
             return store.item(c, int(item_id[1:]))
 
+    def store_runs(self, item_id: str) -> list[dict[str, Any]]:
+        """The store's run rows of an item (stage, configuration, state, worker, ...)."""
+        store = self.store()
+        with store.read() as c:
+            return store.runs(c, int(item_id[1:]))
+
     def items(self) -> list[Item]:
         """Every item, terminal ones included."""
         store = self.store()
@@ -151,6 +200,30 @@ class System:
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
             check=False,
         )
+
+    def start_worker(self, *args: str,
+                     env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start `python -m lockstep queue run -q ARGS` as a background process."""
+        full_env = dict(os.environ if env is None else env)
+        full_env["PYTHONPATH"] = str(REPO_ROOT / "src")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lockstep", "queue", "run", "-q", *args], cwd=self.ws_dir,
+            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL)
+        STARTED.append(proc)
+        return proc
+
+    def set_queue_settings(self, **values: float) -> None:
+        """Set keys of lockstep.toml's [queue] table, committed and pushed as a user would."""
+        toml = self.ws_dir / "lockstep.toml"
+        doc = tomlkit.parse(toml.read_text())
+        queue = doc["queue"]
+        assert isinstance(queue, tomlkit.items.Table)
+        for key, value in values.items():
+            queue[key] = value
+        toml.write_text(tomlkit.dumps(doc))
+        sh(["commit", "--quiet", "-am", f"queue settings: {', '.join(values)}"], self.ws_dir)
+        sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], self.ws_dir)
 
     # --- rules and observations ------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -89,8 +91,25 @@ def test_the_next_name_matches_the_pattern_and_is_new() -> None:
 
 
 def test_the_same_inputs_give_the_same_name() -> None:
-    taken = {"v2026.11.1", "v2026.10.9"}
-    assert next_tag_name(DEFAULT, taken, NOV_2026) == next_tag_name(DEFAULT, set(taken), NOV_2026)
+    """Only the arguments count: not earlier calls, not the order in which names were seen."""
+    names = ["v2026.11.1", "v2026.10.9", "v2026.11.12", "v2026.11.3"]
+    taken = set(names)
+    assert [next_tag_name(DEFAULT, taken, NOV_2026) for _ in range(2)] == ["v2026.11.13"] * 2
+    assert taken == set(names)  # the name it returns is not taken on the caller's behalf
+    answers = {next_tag_name(DEFAULT, _InOrder(order), NOV_2026)
+               for order in itertools.permutations(names)}
+    assert answers == {"v2026.11.13"}
+
+
+class _InOrder(set[str]):
+    """A set that iterates in the order it was given, to vary what a set's order cannot."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__(names)
+        self.names = names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
 
 
 # --- custom formats ----------------------------------------------------------------------------

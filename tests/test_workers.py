@@ -3,89 +3,88 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
-
+from lockstep.errors import EXIT_PAUSED
+from lockstep.queue import operations as ops
 from lockstep.queue import scheduler
 from lockstep.queue.model import State
-from lockstep.queue.worker import Worker
-from tests.system import REPO_ROOT, STAGES, System, sh
+from lockstep.queue.worker import RunMode, Worker, WorkerReport
+from tests.system import STAGES, System, process_running, sh, wait_for, wait_started
 
 
-def _worker(system: System, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = dict(os.environ if env is None else env)
-    full_env["PYTHONPATH"] = str(REPO_ROOT / "src")
-    return subprocess.Popen([sys.executable, "-m", "lockstep", "queue", "run", "-q", *args],
-                            cwd=system.ws_dir, env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-
-
-def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
+def _registered_worker_pids(system: System) -> set[int]:
+    store = system.store()
+    with store.read() as c:
+        return set(c.exec_driver_sql("SELECT pid FROM workers").scalars())
 
 
 def test_two_workers_never_test_or_land_an_item_twice(system: System) -> None:
-    system.set_rules({"build": {"sleep": 0.2}})
+    """Both workers work on one queue, and no stage run or landing happens twice."""
+    release = system.root / "release"
+    system.set_rules({"build": {"wait_file": str(release)}})
     ids = [system.submit(c, v).id for c, v in
            [("alpha", "v1.1.0"), ("beta", "v1.1.0"), ("gamma", "v1.1.0"), ("alpha", "v1.2.0")]]
-    workers = [_worker(system, "--json"), _worker(system, "--json")]
+    first = system.start_worker("--once", "--json")  # one item, then it leaves the rest
+    blocked = wait_started(release, proc=first)
+    assert (blocked["item"], blocked["ppid"]) == (ids[0], first.pid)
+    second = system.start_worker("--json")  # polls while the first holds the front item
+    wait_for(lambda: second.pid in _registered_worker_pids(system), proc=second,
+             what="the second worker to register")
+    release.touch()
     landed: list[str] = []
-    for w in workers:
+    for w in (first, second):
         out, err = w.communicate(timeout=120)
         assert w.returncode == 0, err
         landed += json.loads(out)["landed"]
-    assert sorted(landed) == sorted(ids)
+    assert sorted(landed) == sorted(ids)  # each item landed once, by one of them
     assert [system.item(i).state for i in ids] == [State.LANDED] * 4
-    runs = Counter((r["item"], r["stage"], r["config"]) for r in system.gate_runs())
-    assert set(runs.values()) == {1}
-    assert len(runs) == 4 * len(STAGES) * 2
     assert len(system.remote_tags()) == 4 and len(system.commits()) == 5
+    # Every stage ran once per item and configuration, and both workers ran stages.
+    gate_runs = Counter((r["item"], r["stage"], r["config"]) for r in system.gate_runs())
+    assert set(gate_runs.values()) == {1} and len(gate_runs) == 4 * len(STAGES) * 2
+    runs = [r for i in ids for r in system.store_runs(i)]
+    assert Counter((r["item_seq"], r["stage"], r["configuration"]) for r in runs) == Counter(
+        {(int(i[1:]), s, c): 1 for i in ids for s in STAGES for c in ("default", "edge")})
+    assert {r["state"] for r in runs} == {"passed"}
+    ran_by = {int(r["worker"].split(":")[1]) for r in runs}
+    assert ran_by == {first.pid, second.pid}
+    assert {int(r["worker"].split(":")[1]) for r in system.store_runs(ids[0])} == {first.pid}
 
 
 def test_sigkilled_worker_pid_is_taken_over_at_once(system: System) -> None:
     """Q19: one of two workers is SIGKILLed mid-stage; the other retests without waiting."""
-    system.set_rules({"check": {"sleep": 60}})
+    system.set_queue_settings(lease_ttl=3600)  # waiting for the lease would outlast the test
+    release = system.root / "release"
+    system.set_rules({"check": {"wait_file": str(release)}})
     item = system.submit("alpha", "v1.1.0", configs=["default"])
-    first = _worker(system)
-    _wait_for(lambda: any(r["stage"] == "check" for r in system.gate_runs()))
-    orphans = [p for p in psutil.process_iter(["cmdline"])
-               if str(system.rules) in " ".join(p.info["cmdline"] or [])]
-    assert orphans
+    first = system.start_worker()
+    orphan = wait_started(release, proc=first)["pid"]
     first.send_signal(signal.SIGKILL)
     first.wait()
+    assert process_running(orphan)  # still blocked: only the next worker can stop it
     system.set_rules({})
-    started = time.monotonic()
     second = system.cli("queue", "run")
     assert second.returncode == 0, second.stderr
-    assert time.monotonic() - started < 30  # far below the 60 s lease
     landed = system.item(item.id)
     assert landed.state == State.LANDED and landed.recoveries == 1
-    # The dead worker's stage process was killed by the worker that took over.
-    for p in orphans:
-        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    # The dead worker's stage process, never released, was killed by the worker that took over.
+    assert not process_running(orphan)
+    assert not release.exists()
 
 
 def test_cancel_testing_item_kills_its_stage(system: System) -> None:
-    system.set_rules({"build": {"sleep": 60}})
+    release = system.root / "release"
+    system.set_rules({"build": {"wait_file": str(release)}})
     item = system.submit("alpha", "v1.1.0")
     behind = system.submit("beta", "v1.1.0")
-    worker = _worker(system)
-    _wait_for(lambda: bool(system.gate_runs()))
-    gate = [p for p in psutil.process_iter(["cmdline"])
-            if str(system.rules) in " ".join(p.info["cmdline"] or [])]
-    assert gate
+    worker = system.start_worker()
+    gate = wait_started(release, proc=worker)
+    assert gate["item"] == item.id
     system.set_rules({})
     cancel = system.cli("queue", "cancel", item.id)
     assert cancel.returncode == 0, cancel.stderr
@@ -93,15 +92,15 @@ def test_cancel_testing_item_kills_its_stage(system: System) -> None:
     assert worker.returncode == 0, err
     assert system.item(item.id).state == State.CANCELLED
     assert system.item(behind.id).state == State.LANDED
-    for p in gate:
-        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    assert not process_running(gate["pid"])  # killed while blocked, never released
+    assert [r["state"] for r in system.store_runs(item.id)] == ["aborted"]
     assert system.remote_tags().keys() == {system.item(behind.id).outcome["tag"]}  # type: ignore[index]
 
 
 def _crash_before_commit(system: System) -> str:
-    env = dict(os.environ, LOCKSTEP_CRASH_AT="before-commit")
     item = system.submit("gamma", "v1.2.0")
-    assert system.cli("queue", "run", env=env).returncode == -signal.SIGKILL
+    crashed = system.cli("queue", "run", "--test-crash-at", "before-commit")
+    assert crashed.returncode == -signal.SIGKILL
     assert system.item(item.id).state == State.LANDING
     return item.id
 
@@ -200,16 +199,20 @@ def test_component_fetch_falls_back_to_ssh_url(tmp_path: Path) -> None:
 
 
 def test_pause_abort_running_requeues_without_counting(system: System) -> None:
-    system.set_rules({"check": {"sleep": 60}})
+    system.set_queue_settings(lease_ttl=3600)  # so it is the abort the worker notices
+    release = system.root / "release"
+    system.set_rules({"check": {"wait_file": str(release)}})
     item = system.submit("alpha", "v1.1.0")
-    worker = _worker(system)
-    _wait_for(lambda: any(r["stage"] == "check" for r in system.gate_runs()))
-    started = time.monotonic()
+    worker = system.start_worker()
+    gate = wait_started(release, proc=worker)
     proc = system.cli("queue", "pause", "--abort-running")
     assert proc.returncode == 0 and item.id in proc.stdout
-    _, err = worker.communicate(timeout=30)
-    assert worker.returncode == 0, err
-    assert time.monotonic() - started < 10  # noticed within seconds, not at lease expiry
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == EXIT_PAUSED, err  # stopped paused, items waiting
+    # The worker killed the stage it was running: it never finished on its own.
+    assert not process_running(gate["pid"])
+    runs = system.store_runs(item.id)
+    assert [(r["stage"], r["state"]) for r in runs] == [("build", "passed"), ("check", "aborted")]
     aborted = system.item(item.id)
     assert (aborted.state, aborted.attempt, aborted.recoveries) == (State.QUEUED, 0, 0)
     assert system.remote_tags() == {}
@@ -221,15 +224,17 @@ def test_pause_abort_running_requeues_without_counting(system: System) -> None:
 
 def test_drain_lands_in_flight_then_pauses(system: System) -> None:
     """Q8: after drain the in-flight item lands, nothing new starts, the queue is `drained`."""
-    system.set_rules({"build": {"sleep": 2}})
+    release = system.root / "release"
+    system.set_rules({"build": {"wait_file": str(release)}})
     first = system.submit("alpha", "v1.1.0", configs=["default"])
     second = system.submit("beta", "v1.1.0")
-    worker = _worker(system)
-    _wait_for(lambda: bool(system.gate_runs()))
+    worker = system.start_worker()
+    assert wait_started(release, proc=worker)["item"] == first.id
     assert system.cli("queue", "drain").returncode == 0
     third = system.submit("gamma", "v1.1.0")  # submissions are still accepted
+    release.touch()
     _, err = worker.communicate(timeout=60)
-    assert worker.returncode == 0, err
+    assert worker.returncode == EXIT_PAUSED, err  # stopped paused, items waiting
     assert system.item(first.id).state == State.LANDED
     assert system.item(second.id).state == State.QUEUED
     assert system.item(third.id).state == State.QUEUED
@@ -288,14 +293,16 @@ def test_cancel_of_a_landing_item_is_refused_and_it_lands(system: System) -> Non
 
 def test_pause_with_a_run_in_flight(system: System) -> None:
     """Q8: the run in flight finishes and keeps its result, nothing lands until resume."""
-    system.set_rules({"deploy": {"sleep": 1}})
+    release = system.root / "release"
+    system.set_rules({"deploy": {"wait_file": str(release)}})
     item = system.submit("alpha", "v1.1.0", configs=["default"])
-    worker = _worker(system)
-    _wait_for(lambda: any(r["stage"] == "deploy" for r in system.gate_runs()))
+    worker = system.start_worker()
+    assert wait_started(release, proc=worker)["item"] == item.id
     assert system.cli("queue", "pause").returncode == 0
     later = system.submit("beta", "v1.1.0")  # accepted while paused
+    release.touch()
     _, err = worker.communicate(timeout=60)
-    assert worker.returncode == 0, err
+    assert worker.returncode == EXIT_PAUSED, err  # stopped paused, items waiting
     assert system.item(item.id).state == State.PASSED
     assert system.item(later.id).state == State.QUEUED
     assert system.remote_tags() == {}
@@ -326,3 +333,30 @@ def test_fenced_worker_does_not_land(system: System) -> None:
     assert system.remote_head() == head and system.remote_tags() == {}
     with store.tx() as c:
         assert store.open_landing(c, 1) is None
+
+
+def test_until_empty_waits_while_another_worker_is_landing(system: System) -> None:
+    """`--until-empty` keeps waiting, not stopping, when another worker holds the landing lock
+    of the front item (it had claimed it but not yet marked it landing)."""
+    item = system.submit("gamma", "v1.1.0", configs=["default"])
+    behind = system.submit("beta", "v1.1.0", configs=["default"])
+    ws = system.workspace()
+    store = system.store()
+    assert Worker(ws, store).step()  # tests the front item: it passes and waits to land
+    other = Worker(ws, store)  # a live worker that claimed the landing
+    with store.tx() as c:
+        store.update_queue(c, landing_holder=other.id,
+                           landing_epoch=store.queue(c).landing_epoch + 1,
+                           landing_expires_at=time.time() + 3600)
+    waiting = Worker(ws, ops.open_store(ws))
+    reports: list[WorkerReport] = []
+    thread = threading.Thread(target=lambda: reports.append(waiting.run(RunMode.UNTIL_EMPTY)))
+    thread.start()
+    wait_for(lambda: waiting.idle_reason == "busy" or not thread.is_alive(),
+             what="the worker to find the landing lock taken")
+    assert thread.is_alive(), "the worker stopped although items are left"
+    with store.tx() as c:  # the other worker goes away without landing
+        store.update_queue(c, landing_holder=None, landing_expires_at=None)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert reports[0].landed == [item.id, behind.id]
