@@ -7,6 +7,7 @@ from __future__ import annotations
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_PAUSED = 3  # `queue run --until-empty` stopped: the queue is paused with items waiting
 
 
 class LockstepError(Exception):

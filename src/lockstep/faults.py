@@ -1,8 +1,9 @@
-"""Crash points: named places where a test can have lockstep SIGKILL itself.
+"""Crash points: named places where a test can have a worker SIGKILL itself.
 
-Set LOCKSTEP_CRASH_AT=<point> in a worker's environment; when the worker reaches that point it
-kills itself with SIGKILL, exactly as an OOM kill or power loss would, so tests can prove that
-the next run repairs whatever state is left. Unset, a crash point costs one dict lookup.
+Inert unless armed explicitly for one process, by the hidden `queue run --test-crash-at POINT`
+option (never by an environment variable a shell could keep). An armed worker says so on stderr
+when it starts; when it reaches the point it kills itself with SIGKILL, exactly as an OOM kill or
+power loss would, so tests can prove that the next run repairs whatever state is left.
 """
 
 from __future__ import annotations
@@ -10,15 +11,33 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = (
-    "before-commit",  # stages passed, landing journal written, commit not yet created
-    "after-commit",  # commit object created, tag not yet created
-    "after-tag",  # tag created locally, nothing pushed
-    "after-push",  # branch and tag pushed, store not yet updated
-)
+from lockstep.errors import UsageError
+
+POINTS = {
+    "before-commit": "stages passed, landing journal written, commit not yet created",
+    "after-commit": "commit object created, tag not yet created",
+    "after-tag": "tag created locally, nothing pushed",
+    "after-push": "branch and tag pushed, store not yet updated",
+    "recovery-start": "a half-done landing's lock taken by recovery, remote not yet read",
+}
+
+_armed: str | None = None
+
+
+def arm(point: str) -> None:
+    """Arm one crash point for this process (tests only)."""
+    global _armed
+    if point not in POINTS:
+        raise UsageError(f"unknown crash point {point!r}", f"one of: {', '.join(POINTS)}")
+    _armed = point
+
+
+def armed() -> str | None:
+    """The armed crash point, if any."""
+    return _armed
 
 
 def crashpoint(name: str) -> None:
-    """SIGKILL this process if LOCKSTEP_CRASH_AT names this point."""
-    if os.environ.get("LOCKSTEP_CRASH_AT") == name:
+    """SIGKILL this process if `name` is the armed point; otherwise nothing."""
+    if _armed == name:
         os.kill(os.getpid(), signal.SIGKILL)

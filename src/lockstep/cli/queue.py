@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from lockstep.cli.common import JsonOpt, WorkspaceOpt, console, info, print_json, workspace
-from lockstep.errors import UsageError
+from lockstep.errors import EXIT_PAUSED, UsageError
+from lockstep.queue.model import parse_item_id
 
 # The store and worker (SQLAlchemy) are imported inside each command, so that `lockstep --help`
 # and the manifest commands start without loading the database engine.
@@ -57,10 +58,19 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     json_out: JsonOpt = False,
     ws_dir: WorkspaceOpt = Path("."),
+    test_crash_at: Annotated[str | None, typer.Option(
+        "--test-crash-at", hidden=True,
+        help="Tests only: SIGKILL this worker at a named crash point.")] = None,
 ) -> None:
     """Run a worker: test items through the stages and land the ones that pass."""
+    from lockstep import faults
     from lockstep.queue import operations as ops
     from lockstep.queue.worker import RunMode, Worker
+
+    if test_crash_at is not None:
+        faults.arm(test_crash_at)
+        sys.stderr.write(f"lockstep: TEST FAULT INJECTION ARMED: this worker SIGKILLs itself "
+                         f"at {test_crash_at!r} ({faults.POINTS[test_crash_at]})\n")
 
     if sum([once, until_empty, forever]) > 1:
         raise UsageError("--once, --until-empty and --forever exclude each other",
@@ -70,22 +80,34 @@ def run(
     mode = RunMode.ONCE if once else RunMode.FOREVER if forever else RunMode.UNTIL_EMPTY
     ws = workspace(ws_dir)
     store = ops.open_store(ws)
-    worker = Worker(ws, store, log=None if quiet or json_out else info)
+    worker = Worker(ws, store, log=None if quiet or json_out else info, warn=info)
     report = worker.run(mode, poll=poll)
     if json_out:
         print_json(report.__dict__)
-        return
-    console.print(f"landed {len(report.landed)}, rejected {len(report.rejected)}, "
-                  f"skipped {len(report.skipped)}, recovered {len(report.recovered)}")
+    else:
+        console.print(report.summary())
+    if report.paused is not None and mode == RunMode.UNTIL_EMPTY:
+        raise typer.Exit(EXIT_PAUSED)
 
 
 @app.command("status")
-def status(json_out: JsonOpt = False, ws_dir: WorkspaceOpt = Path(".")) -> None:
-    """What is queued, what runs where, and why each item waits."""
+def status(
+    all_finished: Annotated[bool, typer.Option(
+        "--all", help="Every finished item (newest first), read --limit at a time.")] = False,
+    limit: Annotated[int | None, typer.Option(
+        help="How many finished items to show (default 10); with --all, how many to read "
+        "at a time (default 500).", show_default=False)] = None,
+    json_out: JsonOpt = False,
+    ws_dir: WorkspaceOpt = Path("."),
+) -> None:
+    """What is queued, what runs where, why each item waits, and what finished last."""
     from lockstep.queue import operations as ops
 
+    if limit is None:
+        limit = ops.ALL_PAGE if all_finished else ops.RECENT
+    ops.check_limit(limit)  # before the workspace is even opened
     ws = workspace(ws_dir)
-    data = ops.status(ws, ops.open_store(ws))
+    data = ops.status(ws, ops.open_store(ws), limit=limit, everything=all_finished)
     if json_out:
         print_json(data)
         return
@@ -95,9 +117,15 @@ def status(json_out: JsonOpt = False, ws_dir: WorkspaceOpt = Path(".")) -> None:
     for r in q["runners"]:
         run = r["run"]
         doing = "landing" if run["landing"] else f"{run['configuration']}/{run['stage']}"
-        console.print(f"  {r['worker']}: {run['item']} {doing}")
+        if r["state"] == "lost":
+            console.print(f"  {r['worker']}: {run['item']} {doing}: LOST ({r['lost_reason']}); "
+                          f"{r['next']}")
+        else:
+            console.print(f"  {r['worker']}: {run['item']} {doing}")
     _items_table("waiting", data["items"], wait=True)
-    _items_table("recent", data["recent"], wait=False)
+    _items_table("finished" if all_finished else "recent", data["recent"], wait=False)
+    if not all_finished and len(data["recent"]) == limit:
+        console.print("older finished items: `lockstep queue status --all`")
 
 
 def _items_table(title: str, items: list[dict[str, Any]], wait: bool) -> None:
@@ -132,7 +160,7 @@ def show(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
     """Everything about one item: candidate, runs, outcome, notifications."""
     from lockstep.queue import operations as ops
 
-    seq = ops.parse_item_id(item)
+    seq = parse_item_id(item)
     ws = workspace(ws_dir)
     data = ops.show(ws, ops.open_store(ws), seq)
     if json_out:
@@ -152,6 +180,11 @@ def show(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
         console.print(f"  run {r['configuration']}/{r['stage']} attempt {r['attempt']} try "
                       f"{r['try']}: {r['state']} (exit {r['exit_code']})")
     console.print(f"  outcome: {_outcome(data)}")
+    for n in data["notifications"]:
+        to = n["notifier"] if n["notifier"] is not None else "(unnamed, from schema 1)"
+        error = f": {n['last_error']}" if n["last_error"] else ""
+        console.print(f"  notification {n['event']} to {to}: {n['state']} after "
+                      f"{n['attempts']} attempt(s){error}", markup=False)
     rej = data.get("rejection")
     if rej and rej.get("log_tail"):
         console.print("  log tail:")
@@ -170,7 +203,7 @@ def logs(
     """Print the logs of an item's runs (every try of every stage, oldest first)."""
     from lockstep.queue import operations as ops
 
-    seq = ops.parse_item_id(item)
+    seq = parse_item_id(item)
     ws = workspace(ws_dir)
     files = ops.log_files(ws, ops.open_store(ws), seq, stage, config)
     if not files:
@@ -192,7 +225,7 @@ def cancel(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
     """Cancel an item; a running test is stopped. A landing item cannot be cancelled (exit 1)."""
     from lockstep.queue import operations as ops
 
-    seq = ops.parse_item_id(item)
+    seq = parse_item_id(item)
     ws = workspace(ws_dir)
     result = ops.cancel(ops.open_store(ws), seq, getpass.getuser())
     console.print(f"{result.id} cancelled")
@@ -224,10 +257,19 @@ def drain(ws_dir: WorkspaceOpt = Path(".")) -> None:
 
 
 @app.command("resume")
-def resume(ws_dir: WorkspaceOpt = Path(".")) -> None:
+def resume(
+    accept_history: Annotated[bool, typer.Option(
+        "--accept-history", help="After a history-rewritten pause: accept the remote branch "
+        "as it is now, losing the landing it no longer contains.")] = False,
+    ws_dir: WorkspaceOpt = Path("."),
+) -> None:
     """Resume a paused queue."""
     from lockstep.queue import operations as ops
 
     ws = workspace(ws_dir)
-    ops.resume(ops.open_store(ws))
+    lost = ops.resume(ops.open_store(ws), accept_history, getpass.getuser())
+    if lost is not None:
+        console.print(f"accepted the rewritten history of {ws.branch} on {ws.remote} "
+                      f"(without {lost[:12]}); queue resumed")
+        return
     console.print("queue resumed")

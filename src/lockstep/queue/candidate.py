@@ -1,8 +1,8 @@
 """What an item changes on a base manifest: its effective configurations and the new pins.
 
 Implements spec/queue.md §3.2: a configuration already pinning the item's SHA is dropped
-(`already-pinned`); one whose pin moved, by a landing after submission, to a descendant of the
-item's SHA is dropped (`superseded`); a deliberate downgrade is tested like any bump.
+(`already-pinned`); one whose pin moved after submission (by a landing or by hand) to a
+descendant of the item's SHA is dropped (`superseded`); a deliberate downgrade is tested.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def plan(
 ) -> CandidatePlan:
     """Work out the bumps of one item on a base manifest.
 
-    `superseding_item(configuration, pin)` names the item that landed `pin` after this item's
-    submission when `pin` descends from `sha`, or returns None.
+    `superseding_item(configuration, pin)` names what moved the pin after this item's submission
+    to a descendant of `sha` (a landed item's id, or a commit SHA), or returns None.
     """
     bumps: list[Bump] = []
     already = superseded = 0

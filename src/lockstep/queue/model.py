@@ -69,6 +69,17 @@ def item_id(seq: int) -> str:
     return f"q{seq}"
 
 
+def parse_item_id(value: str) -> int:
+    """`q12` (or `12`) → 12, validated."""
+    from lockstep import names
+
+    value = value.strip()
+    if value.isdigit():
+        value = f"q{value}"
+    names.item_id(value)
+    return int(value[1:])
+
+
 def order(items: Iterable[ItemView]) -> list[ItemView]:
     """Queue order: items holding work first (by seq), then priority descending, seq ascending.
 

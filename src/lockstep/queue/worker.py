@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import shutil
 import threading
 import time
@@ -24,24 +23,31 @@ from typing import Any
 import psutil
 
 from lockstep import faults, git
-from lockstep.config import Stage
+from lockstep.config import (
+    CONFIG_FILE,
+    Stage,
+    check_stage_coverage,
+    uncovered_configurations,
+    unset_secrets,
+)
 from lockstep.errors import GitError, LockstepError
 from lockstep.git import redact
 from lockstep.manifest import Manifest, Pin
 from lockstep.queue import candidate as candidate_mod
 from lockstep.queue import landing, notify, scheduler
-from lockstep.queue.model import Reason, RejectKind, State, item_id
+from lockstep.queue.model import Reason, RejectKind, State, item_id, parse_item_id
 from lockstep.queue.store import HOST, Item, Store
 from lockstep.stages import (
     Outcome,
     RunResult,
+    environment_for,
     extract_tree,
     fresh_dir,
     kill_orphaned_group,
     run_command,
     tail,
 )
-from lockstep.workspace import Workspace
+from lockstep.workspace import Workspace, checkout_drift
 
 
 class RunMode(StrEnum):
@@ -59,8 +65,27 @@ class WorkerReport:
     landed: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    recovered: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)  # retested: their worker died testing
+    repaired: list[str] = field(default_factory=list)  # landings a dead worker left, finished
     requeued: list[str] = field(default_factory=list)
+    paused: str | None = None  # why the queue was paused when this run stopped
+    waiting: int = 0  # items still waiting when it stopped
+
+    def summary(self) -> str:
+        """One line saying what happened, recovery included."""
+        parts = [f"landed {len(self.landed)}"]
+        if self.repaired:
+            parts[0] += f" ({len(self.repaired)} of them half-done landings finished by recovery)"
+        parts += [f"rejected {len(self.rejected)}", f"skipped {len(self.skipped)}"]
+        if self.recovered:
+            parts.append(f"retested {len(self.recovered)} whose worker died")
+        if self.requeued:
+            parts.append(f"requeued {len(self.requeued)}")
+        line = ", ".join(parts)
+        if self.paused is not None:
+            line += (f"; the queue is paused ({self.paused}) with {self.waiting} item(s) "
+                     "waiting: see `lockstep queue status`")
+        return line
 
 
 class LeaseLost(Exception):
@@ -71,11 +96,13 @@ class Worker:
     """One `lockstep queue run` process."""
 
     def __init__(self, ws: Workspace, store: Store,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.ws = ws
         self.store = store
         self.settings = ws.config.queue
         self.log = log or (lambda _msg: None)
+        self.warn = warn or self.log  # problems the user must see even with --quiet
         self.report = WorkerReport()
         self.idle_reason: str | None = None
         self.last_item: int | None = None
@@ -92,13 +119,19 @@ class Worker:
         for inspection); older ones would only fill the disk."""
         if not self.ws.runs_dir.is_dir():
             return
-        with self.store.read() as c:
-            finished = {i.id for i in self.store.items(c, include_terminal=True)
-                        if i.state.terminal}
-        dirs = sorted((d for d in self.ws.runs_dir.iterdir() if d.name in finished),
-                      key=lambda d: int(d.name[1:]))
-        for old in dirs[:-keep] if keep else dirs:
-            shutil.rmtree(old, ignore_errors=True)
+        with self.store.read() as c:  # index reads only, whatever the length of the history
+            newest = self.store.finished_ids(c, limit=keep) if keep else []
+            live = {i.id for i in self.store.items(c)}
+            last = self.store.last_seq(c)
+        if len(newest) < keep:
+            return  # no more finished items than are kept
+        # Items below the oldest kept one (every item, with keep=0) existed when the snapshot
+        # was read, so one that was not live then is finished (or gone), never a new one.
+        below = int(newest[-1][1:]) if newest else last + 1
+        for old in self.ws.runs_dir.iterdir():
+            seq = old.name[1:]
+            if old.name[:1] == "q" and seq.isdigit() and int(seq) < below and old.name not in live:
+                shutil.rmtree(old, ignore_errors=True)
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -108,6 +141,7 @@ class Worker:
         --until-empty waits while another worker holds the front item (there may be more
         after it) and stops when nothing is left or the queue is paused.
         """
+        self.preflight()
         stop = threading.Event()
         sender = threading.Thread(target=self._deliver_until, args=(stop,), daemon=True,
                                   name="notifier-deliveries")
@@ -118,7 +152,21 @@ class Worker:
             stop.set()
             sender.join()
         self.deliver()  # what the last step queued goes out before `queue run` returns
+        with self.store.read() as c:
+            q = self.store.queue(c)
+            waiting = len(self.store.items(c))
+        if q.paused and waiting:
+            self.report.paused, self.report.waiting = q.paused_reason or "paused", waiting
         return self.report
+
+    def preflight(self) -> None:
+        """Refuse to start on a configuration that would let a bump land untested (exit 2),
+        and warn about notifiers that cannot sign what they send."""
+        manifest = self.ws.manifest_at(self.ws.remote_head())
+        check_stage_coverage(self.ws.config, manifest.configurations,
+                             f"{CONFIG_FILE} (manifest on {self.ws.remote}/{self.ws.branch})")
+        for problem in unset_secrets(self.ws.config):
+            self.warn(f"warning: {problem}")
 
     def _deliver_until(self, stop: threading.Event) -> None:
         """Deliver notifications beside the work, so a slow receiver never holds up the queue."""
@@ -144,7 +192,11 @@ class Worker:
     def sync_checkout(self) -> None:
         """Fast-forward the integration repo's checkout to the last landing (once per idle)."""
         if self.last_landed is not None:
-            landing.fast_forward_checkout(self.ws, self.last_landed)
+            if not landing.fast_forward_checkout(self.ws, self.last_landed):
+                drift = checkout_drift(self.ws) or "the checkout cannot be fast-forwarded"
+                self.warn(f"warning: {drift}; it was left as it is, so files in it show older "
+                          f"pins than {self.ws.remote}/{self.ws.branch} (run `git pull "
+                          "--ff-only` there once it is clean)")
             self.last_landed = None
 
     def _front_passed(self) -> bool:
@@ -170,6 +222,8 @@ class Worker:
             claims = [self._claim(c, d) for d in plan.decisions]
         recovered = any(isinstance(d, scheduler.Recover) for d in plan.decisions)
         work = [w for w in claims if w is not None]
+        if not work and any(isinstance(d, scheduler.Land) for d in plan.decisions):
+            self.idle_reason = "busy"  # another worker holds the landing lock: it is landing
         for action in work:
             action()
         return bool(work) or recovered
@@ -240,16 +294,15 @@ class Worker:
         if not self._history_intact(item, token, base):
             return
         base_manifest = self.ws.manifest_at(base)
-        with self.store.read() as c:
-            plan = candidate_mod.plan(
-                component=item.component,
-                version=item.version,
-                sha=item.sha,
-                digest=item.digest,
-                targets=item.configurations,
-                base=base_manifest,
-                superseding_item=lambda cfg, pin: self._superseding(c, item, cfg, pin),
-            )
+        plan = candidate_mod.plan(
+            component=item.component,
+            version=item.version,
+            sha=item.sha,
+            digest=item.digest,
+            targets=item.configurations,
+            base=base_manifest,
+            superseding_item=lambda cfg, pin: self._superseding(item, base, cfg, pin),
+        )
         if not plan.bumps:
             self._finish_without_bumps(item, token, plan)
             return
@@ -257,18 +310,23 @@ class Worker:
         text = base_manifest.apply([(b.configuration, item.component, b.new) for b in plan.bumps])
         index = self.ws.state_dir / f"index.{item.id}"
         tree = git.tree_with_file(self.ws.root, base, self.ws.manifest_path, text.encode(), index)
+        configurations = [b.configuration for b in plan.bumps]
         cand = {
             "base": base,
             "tree": tree,
             "items": [item.id],
-            "configurations": [b.configuration for b in plan.bumps],
+            "configurations": configurations,
             "old": {b.configuration: b.old.version if b.old else None for b in plan.bumps},
             "manifest": text,
         }
+        candidate_manifest = Manifest(text, self.ws.manifest_path)
+        fault = self._repo_fault(candidate_manifest, configurations)
+        if fault is not None:
+            self._pause_for_repo_fault(item, token, *fault)
+            return
         with self.store.tx() as c:
             self._check_token(c, item.seq, token)
             self.store.set_item(c, item.seq, candidate=cand)
-        candidate_manifest = Manifest(text, self.ws.manifest_path)
         for configuration in cand["configurations"]:
             for stage in self.ws.config.stages:
                 if stage.configurations is not None and configuration not in stage.configurations:
@@ -295,32 +353,104 @@ class Worker:
             return True
         if git.is_ancestor(self.ws.root, last, head):
             return True
+        with self.store.read() as c:
+            if self.store.history_accepted(c, last):
+                return True
+        self._pause_for_repo_fault(
+            item, token, "history-rewritten", {"lost": last, "head": head},
+            f"{self.ws.branch} on {self.ws.remote} no longer contains lockstep's last landing "
+            f"{last[:12]} (head is now {head[:12]}); restore it on the remote and run "
+            "`lockstep queue resume`, or accept the rewritten history with "
+            "`lockstep queue resume --accept-history`")
+        return False
+
+    def _pause_for_repo_fault(self, item: Item, token: int, reason: str,
+                              detail: dict[str, Any], message: str) -> None:
+        """A fault of the integration repo, not of the bump: the item goes back to the queue
+        untouched (no attempt counted, nobody notified) and the queue pauses until fixed."""
         with self.store.tx() as c:
             self._check_token(c, item.seq, token)
             self.store.transition(c, item.seq, {State.TESTING}, State.QUEUED, holder=None,
                                   lease_token=None, lease_expires_at=None,
                                   attempt=item.attempt - 1)
-            self.store.update_queue(c, paused=1, paused_reason="history-rewritten")
-            self.store.add_event(c, None, "history-rewritten", {"lost": last, "head": head})
-        self.log(f"queue paused: {self.ws.branch} on {self.ws.remote} no longer contains "
-                 f"lockstep's last landing {last[:12]}; fix the remote, then `queue resume`")
-        return False
+            self.store.update_queue(c, paused=1, paused_reason=reason)
+            self.store.add_event(c, None, reason, {**detail, "message": message})
+            self.store.add_event(c, item.seq, "requeued", {"reason": reason})
+        self.report.requeued.append(item.id)
+        self.log(f"queue paused ({reason}): {message}")
 
-    def _superseding(self, c: Any, item: Item, configuration: str, pin: Pin) -> str | None:
-        """The item that landed `pin` after `item` was submitted, if pin descends from item."""
-        for other in reversed(self.store.landed_since(c, item.component, item.submitted_at)):
-            cand = other.candidate or {}
-            if other.sha == pin.sha and configuration in cand.get("configurations", []):
-                repo = self.ws.components.path(item.component)
-                try:
-                    descends = git.is_ancestor(repo, item.sha, pin.sha)
-                except GitError:  # an object is missing from the mirror: fetch, then ask again
-                    self.ws.components.ensure(item.component, pin.sha)
-                    self.ws.components.ensure(item.component, item.sha)
-                    descends = git.is_ancestor(repo, item.sha, pin.sha)
-                if descends:
-                    return other.id
+    def _repo_fault(self, manifest: Manifest, configurations: list[str]) -> tuple[str, dict[
+            str, Any], str] | None:
+        """What is wrong with the integration repo for these configurations, if anything: a
+        configuration no stage tests, or a pin whose commit its component does not have."""
+        uncovered = uncovered_configurations(self.ws.config, configurations)
+        if uncovered:
+            return ("config-invalid", {"configurations": uncovered},
+                    f"no stage tests configuration(s) {', '.join(uncovered)} of the manifest; "
+                    "add a stage for them in lockstep.toml (or remove its `configurations` "
+                    "restriction), then `lockstep queue resume`")
+        for configuration in configurations:
+            for name, pin in manifest.pins(configuration).items():
+                if not self.ws.components.has_commit(name, pin.sha):
+                    return ("manifest-invalid",
+                            {"configuration": configuration, "component": name,
+                             "sha": pin.sha, "version": pin.version},
+                            f"the manifest pins {name} {pin.version} at {pin.sha} in "
+                            f"configuration {configuration}, a commit that component does "
+                            f"not have; fix the pin in {self.ws.manifest_path} on "
+                            f"{self.ws.branch}, then `lockstep queue resume`")
         return None
+
+    def _superseding(self, item: Item, head: str, configuration: str, pin: Pin) -> str | None:
+        """Who moved `pin` after the item's submission to a descendant of the item's commit: the
+        landed item's id, or the commit that pinned it by hand; None when the bump is tested
+        (the pin predates the submission, so a downgrade is deliberate, or histories diverged)."""
+        since = item.submitted_base or (item.candidate or {}).get("base")
+        if since is None:
+            return None
+        at_submit = self.ws.manifest_at(since)
+        before = (at_submit.pin(configuration, item.component)
+                  if configuration in at_submit.configurations else None)
+        if before is not None and before.sha == pin.sha:
+            return None
+        repo = self.ws.components.path(item.component)
+        try:
+            descends = git.is_ancestor(repo, item.sha, pin.sha)
+        except GitError:  # an object is missing from the mirror: fetch, then ask again
+            self.ws.components.ensure(item.component, pin.sha)
+            self.ws.components.ensure(item.component, item.sha)
+            descends = git.is_ancestor(repo, item.sha, pin.sha)
+        if not descends:
+            return None
+        commit = self._commit_that_pinned(since, head, configuration, item.component, pin.sha)
+        if commit is None:
+            return None
+        with self.store.read() as c:
+            for trailer in git.trailers(self.ws.root, commit, "Lockstep-Item"):
+                try:
+                    other = self.store.item(c, parse_item_id(trailer))
+                except LockstepError:
+                    continue
+                if other.component == item.component and other.sha == pin.sha:
+                    return other.id
+        return commit
+
+    def _commit_that_pinned(self, since: str, head: str, configuration: str, component: str,
+                            sha: str) -> str | None:
+        """The first-parent commit in since..head whose manifest change pinned component at
+        sha in configuration (the last such change, if it happened more than once)."""
+        found = None
+        previous = self.ws.manifest_at(since)
+        for commit in git.first_parent_range(self.ws.root, since, head):
+            manifest = self.ws.manifest_at(commit)
+            now = (manifest.pin(configuration, component)
+                   if configuration in manifest.configurations else None)
+            was = (previous.pin(configuration, component)
+                   if configuration in previous.configurations else None)
+            if now is not None and now.sha == sha and (was is None or was.sha != sha):
+                found = commit
+            previous = manifest
+        return found
 
     def _finish_without_bumps(self, item: Item, token: int,
                               plan: candidate_mod.CandidatePlan) -> None:
@@ -384,9 +514,7 @@ class Worker:
             with open(log, "a", encoding="utf-8") as fh:
                 fh.write(f"lockstep: cannot prepare the workspace: {exc}\n")
             return RunResult(Outcome.INFRA, None, log)
-        env = dict(os.environ)
-        env.pop("LOCKSTEP_CRASH_AT", None)
-        env.update({
+        env = environment_for(self.ws.config, stage, {
             "LOCKSTEP_MANIFEST": str(workdir / self.ws.manifest_path),
             "LOCKSTEP_CONFIG": configuration,
             "LOCKSTEP_ITEM": item.id,
@@ -541,6 +669,8 @@ class Worker:
 
     def _finish_landing(self, seq: int, token: int, fresh: bool = False) -> None:
         """Reconcile the item's open journal row until it is landed or undone."""
+        if not fresh:
+            faults.crashpoint("recovery-start")
         for attempt in range(5):
             with self.store.read() as c:
                 self._check_epoch(c)
@@ -582,6 +712,8 @@ class Worker:
             if result.result == landing.Result.LANDED:
                 assert result.commit is not None
                 self.report.landed.append(item.id)
+                if not fresh:
+                    self.report.repaired.append(item.id)
                 self.log(f"{item.id}: landed as {result.tag} ({result.commit[:12]})")
                 self.last_landed = self.last_landed_commit = result.commit
                 if self._tag_names is not None:
@@ -590,7 +722,9 @@ class Worker:
                                           Manifest(cand["manifest"], self.ws.manifest_path))
             else:
                 self.report.requeued.append(item.id)
-                self.log(f"{item.id}: the integration branch moved during landing; retesting")
+                self.log(f"{item.id}: {self.ws.branch} on {self.ws.remote} moved away from "
+                         f"{cand['base'][:12]}, the commit {item.id} was tested on; it goes back "
+                         "to the queue and is retested on the new head")
             return
         raise LockstepError(f"{item_id(seq)}: could not find a free tag name after 5 tries")
 

@@ -1,0 +1,222 @@
+"""Faults of the integration repo or its configuration are never blamed on a bump.
+
+A pin to a commit its component lacks, or a configuration no stage tests, pauses the queue and
+returns the item untouched: no rejection, no notification, no infrastructure streak. A queue
+that stops paused says so with its own exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from sqlalchemy import select
+
+from lockstep import git
+from lockstep.errors import EXIT_PAUSED
+from lockstep.queue import schema
+from lockstep.queue.model import State
+from lockstep.queue.worker import Worker
+from tests.system import System, sh, wait_for
+
+HOOK = (
+    '[[notifiers]]\nname = "owners"\ntype = "command"\n'
+    f'command = ["{sys.executable}", "-c", "import sys; sys.stdin.read()"]\n'
+    'events = ["rejected", "landed", "skipped"]\n'
+)
+MISSING_SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def push_manifest_edit(system: System, tmp: Path, old: str, new: str) -> str:
+    """Someone edits the manifest by hand and pushes it; returns the new commit."""
+    clone = tmp / "by-hand"
+    if not clone.exists():
+        sh(["clone", "--quiet", str(system.remote), str(clone)], tmp)
+    sh(["pull", "--quiet", "--ff-only"], clone)
+    path = clone / "manifest.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    sh(["commit", "--quiet", "-am", "hand edit of the manifest"], clone)
+    sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], clone)
+    return sh(["rev-parse", "HEAD"], clone)
+
+
+def outbox(system: System) -> list[dict[str, object]]:
+    store = system.store()
+    with store.read() as c:
+        return store.outbox_rows(c)
+
+
+def test_pin_to_a_missing_commit_pauses_without_blaming_the_bump(system: System,
+                                                                 tmp_path: Path) -> None:
+    system = System.create(tmp_path / "s", extra_config=HOOK)
+    beta = system.shas[("beta", "v1.0.0")]
+    push_manifest_edit(system, tmp_path, beta, MISSING_SHA)
+    item = system.submit("alpha", "v1.2.0")
+
+    result = system.cli("queue", "run")
+    assert result.returncode == EXIT_PAUSED, result.stderr
+    assert "manifest-invalid" in result.stderr and MISSING_SHA in result.stderr
+    assert "paused (manifest-invalid) with 1 item(s) waiting" in result.stdout
+
+    after = system.item(item.id)
+    assert (after.state, after.attempt, after.outcome) == (State.QUEUED, 0, None)
+    assert system.gate_runs() == []  # nothing was tested on a broken manifest
+    assert outbox(system) == []  # no owner of an innocent component hears of it
+    status = json.loads(system.cli("queue", "status", "--json").stdout)
+    assert status["queue"]["paused_reason"] == "manifest-invalid"
+    store = system.store()
+    with store.read() as c:
+        assert store.queue(c).infra_streak == 0
+
+    # Fixed by hand and resumed: the same item is tested and lands.
+    push_manifest_edit(system, tmp_path, MISSING_SHA, beta)
+    assert system.cli("queue", "resume").returncode == 0
+    done = system.cli("queue", "run")
+    assert done.returncode == 0, done.stderr
+    assert system.item(item.id).state == State.LANDED
+
+
+def test_a_configuration_no_stage_tests_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    system = System.create(tmp_path, stage_options='configurations = ["default"]\n')
+    before = (system.remote_head(), system.remote_tags())
+    submit = system.cli("queue", "submit", "alpha", "v1.2.0")
+    assert submit.returncode == 2
+    assert submit.stderr.startswith("error: ") and "'edge'" in submit.stderr
+    assert len(submit.stderr.strip().splitlines()) == 1
+    run = system.cli("queue", "run")
+    assert run.returncode == 2 and "'edge'" in run.stderr
+    assert system.items() == [] and (system.remote_head(), system.remote_tags()) == before
+
+
+def test_worker_pauses_on_an_untested_configuration_it_meets_mid_run(tmp_path: Path) -> None:
+    """Defence in depth: an item accepted earlier is not landed untested if the stages no
+    longer cover its configuration; the queue pauses `config-invalid` instead."""
+    system = System.create(tmp_path, stage_options='configurations = ["default"]\n')
+    store = system.store()
+    with store.tx() as c:
+        seq = store.add_item(c, component="alpha", version="v1.2.0",
+                             sha=system.shas[("alpha", "v1.2.0")],
+                             configurations=["default", "edge"], priority=0)
+    worker = Worker(system.workspace(), store)
+    worker.step()  # the scheduling round, not run(): run() itself refuses to start
+    item = system.item(f"q{seq}")
+    assert (item.state, item.attempt) == (State.QUEUED, 0)
+    with store.read() as c:
+        q = store.queue(c)
+    assert (q.paused, q.paused_reason) == (True, "config-invalid")
+    assert system.gate_runs() == [] and system.remote_tags() == {}
+
+
+def test_until_empty_exit_code_when_paused_with_items_waiting(system: System) -> None:
+    assert system.cli("queue", "pause").returncode == 0
+    item = system.submit("alpha", "v1.2.0")
+    paused = system.cli("queue", "run", "--until-empty")
+    assert paused.returncode == EXIT_PAUSED
+    assert "paused (user) with 1 item(s) waiting" in paused.stdout
+    assert system.item(item.id).state == State.QUEUED
+    assert system.cli("queue", "resume").returncode == 0
+    done = system.cli("queue", "run", "--until-empty")
+    assert done.returncode == 0 and "landed 1," in done.stdout
+    assert system.cli("queue", "pause").returncode == 0
+    empty = system.cli("queue", "run", "--until-empty")  # paused but nothing waits
+    assert empty.returncode == 0, empty.stdout
+
+
+def test_base_moved_message_says_what_happened(system: System, tmp_path: Path) -> None:
+    item = system.submit("gamma", "v1.2.0")
+    crashed = system.cli("queue", "run", "--test-crash-at", "before-commit")
+    assert crashed.returncode == -9
+    base = system.remote_head()
+    clone = tmp_path / "external"
+    sh(["clone", "--quiet", str(system.remote), str(clone)], tmp_path)
+    (clone / "README.md").write_text("an external change\n")
+    sh(["add", "README.md"], clone)
+    sh(["commit", "--quiet", "-m", "external change"], clone)
+    sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], clone)
+    again = system.cli("queue", "run")
+    assert again.returncode == 0, again.stderr
+    assert (f"main on origin moved away from {base[:12]}, the commit {item.id} was tested on"
+            in again.stderr)
+    assert "landed 1, rejected 0, skipped 0, requeued 1" in again.stdout
+    assert system.item(item.id).state == State.LANDED
+    assert git.out(["rev-parse", "refs/heads/main"], system.ws_dir) == system.remote_head()
+
+
+def test_a_dirty_checkout_is_reported_not_silently_left_stale(system: System) -> None:
+    manifest = system.ws_dir / "manifest.toml"
+    manifest.write_text(manifest.read_text() + "# a local note\n")
+    item = system.submit("alpha", "v1.2.0")
+    result = system.cli("queue", "run")
+    assert result.returncode == 0, result.stderr
+    assert system.item(item.id).state == State.LANDED
+    assert ("warning: the checkout is 1 commit behind origin/main and has local edits to "
+            "manifest.toml; it was left as it is" in result.stderr)
+    assert git.out(["rev-parse", "HEAD"], system.ws_dir) != system.remote_head()
+
+
+def test_bump_overtaken_by_a_pin_pushed_by_hand_while_testing_is_superseded(
+        system: System, tmp_path: Path) -> None:
+    """The same rule as for a landed bump: skipped `superseded`, naming the commit; never a
+    silent downgrade."""
+    release = tmp_path / "release"
+    system.set_rules({"check": {"wait_file": str(release)}})
+    item = system.submit("alpha", "v1.1.0")
+    worker = system.start_worker()
+    wait_for(lambda: Path(f"{release}.started").exists(), what="q1's check stage to start")
+    newer = system.shas[("alpha", "v1.3.0")]
+    by_hand = push_manifest_edit(system, tmp_path, system.shas[("alpha", "v1.0.0")], newer)
+    release.write_text("go")
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+
+    after = system.item(item.id)
+    assert after.state == State.SKIPPED
+    assert after.outcome == {"reason": "superseded", "by": by_hand}
+    assert system.remote_head() == by_hand and system.remote_tags() == {}
+    assert system.manifest_at("main")["default"]["alpha"]["sha"] == newer
+
+
+def test_a_downgrade_submitted_after_the_newer_pin_is_deliberate(system: System,
+                                                               tmp_path: Path) -> None:
+    newer = system.shas[("alpha", "v1.3.0")]
+    push_manifest_edit(system, tmp_path, system.shas[("alpha", "v1.0.0")], newer)
+    item = system.submit("alpha", "v1.1.0")
+    system.run_queue()
+    after = system.item(item.id)
+    assert after.state == State.LANDED
+    assert system.manifest_at("main")["default"]["alpha"]["version"] == "v1.1.0"
+
+
+def test_accept_rewritten_history(system: System) -> None:
+    system.submit("alpha", "v1.1.0")
+    system.run_queue()
+    landed = system.remote_head()
+    rewritten = system.parent(landed)
+    sh(["update-ref", "refs/heads/main", rewritten], system.remote)  # a force-push
+    item = system.submit("beta", "v1.1.0")
+    run = system.cli("queue", "run")
+    assert run.returncode == EXIT_PAUSED
+    assert "lockstep queue resume --accept-history" in run.stderr
+    assert system.item(item.id).state == State.QUEUED
+
+    accept = system.cli("queue", "resume", "--accept-history")
+    assert accept.returncode == 0, accept.stderr
+    assert f"without {landed[:12]}" in accept.stdout
+    again = system.cli("queue", "resume", "--accept-history")
+    assert again.returncode == 2 and again.stderr.startswith("error: --accept-history: the queue "
+                                                             "is not paused for rewritten history")
+    done = system.cli("queue", "run")
+    assert done.returncode == 0, done.stderr
+    after = system.item(item.id)
+    assert after.state == State.LANDED and after.outcome is not None
+    assert system.parent(after.outcome["commit"]) == rewritten
+    store = system.store()
+    with store.read() as c:
+        accepted = store.last_event(c, "history-accepted")
+        kinds = [r.kind for r in c.execute(
+            select(schema.events.c.kind).where(schema.events.c.item_seq == after.seq))]
+    assert accepted is not None and accepted["lost"] == landed
+    assert kinds.index("history-accepted") < kinds.index("landed")  # in the item's history
