@@ -95,6 +95,28 @@ def test_an_unset_webhook_secret_is_refused(tmp_path: Path, monkeypatch: pytest.
     assert code == 0 and out.startswith("ok: ")
 
 
+def test_a_committed_secret_is_warned_about(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    inline = HOOK.replace('secret_env = "LOCKSTEP_TEST_HOOK_SECRET"', 'secret = "hunter2"')
+    system = System.create(tmp_path, extra_config=inline)
+    code, out, err = invoke(system, ["manifest", "validate"], capsys)
+    assert code == 0 and out.startswith("ok: ")
+    assert err == ("warning: notifier 'owners' has its secret written in lockstep.toml, so it is "
+                   "in git and every stage can read it; move it to an environment variable "
+                   "named by secret_env\n")
+    assert "hunter2" not in err
+
+
+def test_queue_run_reports_an_unset_secret_when_it_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = System.create(tmp_path, extra_config=HOOK)
+    monkeypatch.delenv("LOCKSTEP_TEST_HOOK_SECRET", raising=False)
+    result = system.cli("queue", "run", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("warning: notifier 'owners' signs with $LOCKSTEP_TEST_HOOK_SECRET, "
+                             "which is not set\n")
+
+
 # --- --remote: pins against the component repositories ----------------------------------------
 
 

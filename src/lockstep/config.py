@@ -330,6 +330,17 @@ def unset_secrets(cfg: Config) -> list[str]:
     ]
 
 
+def committed_secrets(cfg: Config) -> list[str]:
+    """One warning per webhook whose HMAC secret is written in lockstep.toml itself: that file
+    is committed, so the secret is in git history and in every stage's workspace."""
+    return [
+        f"notifier {n.name!r} has its secret written in {CONFIG_FILE}, so it is in git and "
+        "every stage can read it; move it to an environment variable named by secret_env"
+        for n in cfg.notifiers
+        if isinstance(n, WebhookNotifier) and n.secret
+    ]
+
+
 def parse(text: str, source: str = CONFIG_FILE) -> Config:
     """Parse and validate lockstep.toml text; every problem becomes one ConfigError line."""
     try:

@@ -93,6 +93,8 @@ def validate(
     from lockstep import config as config_mod
 
     config_mod.check_stage_coverage(ws.config, m.configurations)
+    for warning in config_mod.committed_secrets(ws.config):
+        info(f"warning: {warning}")
     unset = config_mod.unset_secrets(ws.config)
     if unset:
         raise ConfigError(f"{config_mod.CONFIG_FILE}: {unset[0]}",

@@ -27,6 +27,7 @@ from lockstep.config import (
     CONFIG_FILE,
     Stage,
     check_stage_coverage,
+    committed_secrets,
     uncovered_configurations,
     unset_secrets,
 )
@@ -165,7 +166,7 @@ class Worker:
         manifest = self.ws.manifest_at(self.ws.remote_head())
         check_stage_coverage(self.ws.config, manifest.configurations,
                              f"{CONFIG_FILE} (manifest on {self.ws.remote}/{self.ws.branch})")
-        for problem in unset_secrets(self.ws.config):
+        for problem in [*unset_secrets(self.ws.config), *committed_secrets(self.ws.config)]:
             self.warn(f"warning: {problem}")
 
     def _deliver_until(self, stop: threading.Event) -> None:
