@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchkit import source_info
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "cli_startup.json"
 
@@ -111,23 +113,6 @@ def measure(cmds: dict[str, list[str]], cwd: Path, env: dict[str, str],
         for label, argv in cmds.items():
             times[label].append(time_once(argv, cwd, env))
     return times
-
-
-def source_info() -> dict[str, Any]:
-    """Which lockstep was measured: its path, commit and whether src/ had local changes."""
-    import lockstep
-
-    src = Path(lockstep.__file__).resolve().parent
-
-    def git_out(*args: str) -> str | None:
-        proc = subprocess.run(["git", *args], cwd=src, capture_output=True, text=True,
-                              check=False)
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git_out("rev-parse", "HEAD")
-    status = git_out("status", "--porcelain", "--", ".") if commit else None
-    return {"path": str(src), "commit": commit, "version": lockstep.__version__,
-            "uncommitted_changes": None if status is None else bool(status)}
 
 
 def summarise(times: dict[str, list[float]], cmds: dict[str, list[str]],

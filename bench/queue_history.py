@@ -34,20 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchkit import isolate_git, source_info
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "queue_history.json"
 SHA = "a" * 40
 OUTCOMES = ("landed", "rejected", "skipped", "cancelled")
-
-
-def isolate_git(directory: Path) -> None:
-    """Point every git call at a throwaway global config; no system config, no prompts."""
-    cfg = directory / "gitconfig"
-    cfg.write_text("[user]\n\tname = lockstep bench\n\temail = bench@localhost\n"
-                   "[init]\n\tdefaultBranch = main\n", encoding="utf-8")
-    os.environ["GIT_CONFIG_GLOBAL"] = str(cfg)
-    os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
-    os.environ["GIT_TERMINAL_PROMPT"] = "0"
 
 
 def config_text() -> str:
@@ -184,23 +176,6 @@ def measure(ws_dir: Path, runs: int, rounds: int) -> dict[str, Any]:
         out["live_items"] = len(store.items(c))
     store.close()
     return out
-
-
-def source_info() -> dict[str, Any]:
-    """Which lockstep was measured: its path, commit and whether src/ had local changes."""
-    import lockstep
-
-    src = Path(lockstep.__file__).resolve().parent
-
-    def git_out(*args: str) -> str | None:
-        proc = subprocess.run(["git", *args], cwd=src, capture_output=True, text=True,
-                              check=False)
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git_out("rev-parse", "HEAD")
-    status = git_out("status", "--porcelain", "--", ".") if commit else None
-    return {"path": str(src), "commit": commit,
-            "uncommitted_changes": None if status is None else bool(status)}
 
 
 def main(argv: list[str] | None = None) -> int:

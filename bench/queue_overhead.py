@@ -51,26 +51,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchkit import git_version, isolate_git, source_info
+
 TARGET_MS = 150.0
 COMPONENTS = ("alpha", "beta", "gamma")
 CONFIGURATION = "default"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "queue_overhead.json"
-
-
-def isolate_git(directory: Path) -> None:
-    """Point every git call at a throwaway global config; no system config, no prompts."""
-    cfg = directory / "gitconfig"
-    cfg.write_text(
-        "[user]\n\tname = lockstep bench\n\temail = bench@localhost\n"
-        "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
-        encoding="utf-8",
-    )
-    os.environ["GIT_CONFIG_GLOBAL"] = str(cfg)
-    os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
-    os.environ["GIT_TERMINAL_PROMPT"] = "0"
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "LOCKSTEP_CRASH_AT"):
-        os.environ.pop(name, None)
 
 
 # --- the system under test ---------------------------------------------------------------------
@@ -490,29 +477,6 @@ def call_table(landed: list[ItemResult], category: str) -> list[dict[str, Any]]:
         for (phase, label), secs in calls.items()
     ]
     return sorted(rows, key=lambda r: -r["ms_per_item"])
-
-
-def git_version() -> str:
-    """`git version 2.x.y`."""
-    return subprocess.run(["git", "--version"], capture_output=True, text=True,
-                          check=False).stdout.strip()
-
-
-def source_info() -> dict[str, Any]:
-    """Which lockstep was measured: its path, commit and whether src/ had local changes."""
-    import lockstep
-
-    src = Path(lockstep.__file__).resolve().parent
-
-    def git_out(*args: str) -> str | None:
-        proc = subprocess.run(["git", *args], cwd=src, capture_output=True, text=True,
-                              check=False)
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git_out("rev-parse", "HEAD")
-    status = git_out("status", "--porcelain", "--", ".") if commit else None
-    return {"path": str(src), "commit": commit,
-            "uncommitted_changes": None if status is None else bool(status)}
 
 
 def summarise(results: list[ItemResult], floor: list[float], items: int,

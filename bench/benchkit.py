@@ -1,0 +1,47 @@
+"""What every benchmark script shares: an isolated git and a record of what was measured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def isolate_git(directory: Path) -> None:
+    """Point every git call at a throwaway global config; no system config, no prompts."""
+    cfg = directory / "gitconfig"
+    cfg.write_text(
+        "[user]\n\tname = lockstep bench\n\temail = bench@localhost\n"
+        "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
+        encoding="utf-8",
+    )
+    os.environ["GIT_CONFIG_GLOBAL"] = str(cfg)
+    os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
+    os.environ["GIT_TERMINAL_PROMPT"] = "0"
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        os.environ.pop(name, None)
+
+
+def git_version() -> str:
+    """`git version 2.x.y`."""
+    return subprocess.run(["git", "--version"], capture_output=True, text=True,
+                          check=False).stdout.strip()
+
+
+def source_info() -> dict[str, Any]:
+    """Which lockstep was measured: its path, version, commit and whether src/ had local
+    changes (a figure from uncommitted code says so)."""
+    import lockstep
+
+    src = Path(lockstep.__file__).resolve().parent
+
+    def git_out(*args: str) -> str | None:
+        proc = subprocess.run(["git", *args], cwd=src, capture_output=True, text=True,
+                              check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git_out("rev-parse", "HEAD")
+    status = git_out("status", "--porcelain", "--", ".") if commit else None
+    return {"path": str(src), "commit": commit, "version": lockstep.__version__,
+            "uncommitted_changes": None if status is None else bool(status)}
