@@ -268,3 +268,17 @@ class System:
     def commits(self) -> list[str]:
         """Commits on the remote branch, newest first."""
         return sh(["rev-list", "refs/heads/main"], self.remote).splitlines()
+
+    def commit_elsewhere(self, edit: Callable[[Path], None], message: str) -> str:
+        """Someone else commits on the integration branch from their own clone and pushes;
+        `edit` changes files in that clone. Returns the pushed commit."""
+        clone = self.root / "elsewhere"
+        if clone.exists():
+            sh(["pull", "--quiet", "--ff-only", "origin", "main"], clone)
+        else:
+            sh(["clone", "--quiet", str(self.remote), str(clone)], self.root)
+        edit(clone)
+        sh(["add", "--all"], clone)
+        sh(["commit", "--quiet", "-m", message], clone)
+        sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], clone)
+        return sh(["rev-parse", "HEAD"], clone)

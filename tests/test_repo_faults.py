@@ -30,17 +30,13 @@ MISSING_SHA = "0123456789abcdef0123456789abcdef01234567"
 
 def push_manifest_edit(system: System, tmp: Path, old: str, new: str) -> str:
     """Someone edits the manifest by hand and pushes it; returns the new commit."""
-    clone = tmp / "by-hand"
-    if not clone.exists():
-        sh(["clone", "--quiet", str(system.remote), str(clone)], tmp)
-    sh(["pull", "--quiet", "--ff-only"], clone)
-    path = clone / "manifest.toml"
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new))
-    sh(["commit", "--quiet", "-am", "hand edit of the manifest"], clone)
-    sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], clone)
-    return sh(["rev-parse", "HEAD"], clone)
+
+    def edit(clone: Path) -> None:
+        text = (clone / "manifest.toml").read_text()
+        assert old in text
+        (clone / "manifest.toml").write_text(text.replace(old, new))
+
+    return system.commit_elsewhere(edit, "hand edit of the manifest")
 
 
 def outbox(system: System) -> list[dict[str, object]]:
@@ -130,12 +126,8 @@ def test_base_moved_message_says_what_happened(system: System, tmp_path: Path) -
     crashed = system.cli("queue", "run", "--test-crash-at", "before-commit")
     assert crashed.returncode == -9
     base = system.remote_head()
-    clone = tmp_path / "external"
-    sh(["clone", "--quiet", str(system.remote), str(clone)], tmp_path)
-    (clone / "README.md").write_text("an external change\n")
-    sh(["add", "README.md"], clone)
-    sh(["commit", "--quiet", "-m", "external change"], clone)
-    sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], clone)
+    system.commit_elsewhere(
+        lambda clone: (clone / "README.md").write_text("an external change\n"), "external change")
     again = system.cli("queue", "run")
     assert again.returncode == 0, again.stderr
     assert (f"main on origin moved away from {base[:12]}, the commit {item.id} was tested on"

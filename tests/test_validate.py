@@ -233,12 +233,7 @@ def test_check_pin(system: System) -> None:
 
 def push_from_elsewhere(system: System, tmp_path: Path) -> None:
     """Someone else lands a commit on the integration remote; the checkout fetches it."""
-    other = tmp_path / "other-clone"
-    sh(["clone", "--quiet", str(system.remote), str(other)], tmp_path)
-    (other / "README").write_text("x\n")
-    sh(["add", "README"], other)
-    sh(["commit", "--quiet", "-m", "elsewhere"], other)
-    sh(["push", "--quiet", "origin", "HEAD:main"], other)
+    system.commit_elsewhere(lambda clone: (clone / "README").write_text("x\n"), "elsewhere")
     sh(["fetch", "--quiet", "origin"], system.ws_dir)
 
 

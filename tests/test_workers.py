@@ -106,13 +106,8 @@ def _crash_before_commit(system: System) -> str:
 
 
 def _external_commit(system: System, tmp: Path) -> str:
-    clone = tmp / "external"
-    sh(["clone", "--quiet", str(system.remote), str(clone)], tmp)
-    (clone / "README.md").write_text("an external change\n")
-    sh(["add", "README.md"], clone)
-    sh(["commit", "--quiet", "-m", "external change"], clone)
-    sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], clone)
-    return sh(["rev-parse", "HEAD"], clone)
+    return system.commit_elsewhere(
+        lambda clone: (clone / "README.md").write_text("an external change\n"), "external change")
 
 
 def test_external_commit_during_landing_retests_on_new_base(system: System,
