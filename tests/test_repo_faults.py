@@ -18,7 +18,7 @@ from lockstep.errors import EXIT_PAUSED
 from lockstep.queue import schema
 from lockstep.queue.model import State
 from lockstep.queue.worker import Worker
-from tests.system import System, sh, wait_for
+from tests.system import System, sh, wait_started
 
 HOOK = (
     '[[notifiers]]\nname = "owners"\ntype = "command"\n'
@@ -28,7 +28,7 @@ HOOK = (
 MISSING_SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
-def push_manifest_edit(system: System, tmp: Path, old: str, new: str) -> str:
+def push_manifest_edit(system: System, old: str, new: str) -> str:
     """Someone edits the manifest by hand and pushes it; returns the new commit."""
 
     def edit(clone: Path) -> None:
@@ -45,11 +45,10 @@ def outbox(system: System) -> list[dict[str, object]]:
         return store.outbox_rows(c)
 
 
-def test_pin_to_a_missing_commit_pauses_without_blaming_the_bump(system: System,
-                                                                 tmp_path: Path) -> None:
-    system = System.create(tmp_path / "s", extra_config=HOOK)
+def test_pin_to_a_missing_commit_pauses_without_blaming_the_bump(tmp_path: Path) -> None:
+    system = System.create(tmp_path, extra_config=HOOK)
     beta = system.shas[("beta", "v1.0.0")]
-    push_manifest_edit(system, tmp_path, beta, MISSING_SHA)
+    push_manifest_edit(system, beta, MISSING_SHA)
     item = system.submit("alpha", "v1.2.0")
 
     result = system.cli("queue", "run")
@@ -68,7 +67,7 @@ def test_pin_to_a_missing_commit_pauses_without_blaming_the_bump(system: System,
         assert store.queue(c).infra_streak == 0
 
     # Fixed by hand and resumed: the same item is tested and lands.
-    push_manifest_edit(system, tmp_path, MISSING_SHA, beta)
+    push_manifest_edit(system, MISSING_SHA, beta)
     assert system.cli("queue", "resume").returncode == 0
     done = system.cli("queue", "run")
     assert done.returncode == 0, done.stderr
@@ -121,7 +120,7 @@ def test_until_empty_exit_code_when_paused_with_items_waiting(system: System) ->
     assert empty.returncode == 0, empty.stdout
 
 
-def test_base_moved_message_says_what_happened(system: System, tmp_path: Path) -> None:
+def test_base_moved_message_says_what_happened(system: System) -> None:
     item = system.submit("gamma", "v1.2.0")
     crashed = system.cli("queue", "run", "--test-crash-at", "before-commit")
     assert crashed.returncode == -9
@@ -157,9 +156,9 @@ def test_bump_overtaken_by_a_pin_pushed_by_hand_while_testing_is_superseded(
     system.set_rules({"check": {"wait_file": str(release)}})
     item = system.submit("alpha", "v1.1.0")
     worker = system.start_worker()
-    wait_for(lambda: Path(f"{release}.started").exists(), what="q1's check stage to start")
+    assert wait_started(release, proc=worker)["item"] == item.id
     newer = system.shas[("alpha", "v1.3.0")]
-    by_hand = push_manifest_edit(system, tmp_path, system.shas[("alpha", "v1.0.0")], newer)
+    by_hand = push_manifest_edit(system, system.shas[("alpha", "v1.0.0")], newer)
     release.write_text("go")
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 0, err
@@ -171,10 +170,9 @@ def test_bump_overtaken_by_a_pin_pushed_by_hand_while_testing_is_superseded(
     assert system.manifest_at("main")["default"]["alpha"]["sha"] == newer
 
 
-def test_a_downgrade_submitted_after_the_newer_pin_is_deliberate(system: System,
-                                                               tmp_path: Path) -> None:
+def test_a_downgrade_submitted_after_the_newer_pin_is_deliberate(system: System) -> None:
     newer = system.shas[("alpha", "v1.3.0")]
-    push_manifest_edit(system, tmp_path, system.shas[("alpha", "v1.0.0")], newer)
+    push_manifest_edit(system, system.shas[("alpha", "v1.0.0")], newer)
     item = system.submit("alpha", "v1.1.0")
     system.run_queue()
     after = system.item(item.id)
