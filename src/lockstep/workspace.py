@@ -148,6 +148,15 @@ class Workspace:
         return sha
 
 
+@dataclass(frozen=True)
+class Mirror:
+    """A declared component, looked up once: where its mirror lives and the URLs to fetch."""
+
+    name: str
+    repo: Path
+    urls: tuple[str, ...]  # the url, then the ssh_url fallback
+
+
 class ComponentMirrors:
     """Bare mirrors of component repos under .lockstep/cache: resolve tags, hold tested SHAs."""
 
@@ -155,22 +164,30 @@ class ComponentMirrors:
         self.ws = ws
         self.dir = ws.state_dir / "cache" / "components"
         self._present: set[tuple[str, str]] = set()
+        self._mirrors: dict[str, Mirror] = {}
+
+    def mirror(self, name: str) -> Mirror:
+        """The component named `name`: checked against lockstep.toml once per workspace (an
+        unknown or malformed name is a one-line error), then served from memory."""
+        found = self._mirrors.get(name)
+        if found is None:
+            comp = self.ws.config.component(name)
+            urls = [comp.url, *([comp.ssh_url] if comp.ssh_url else [])]
+            found = Mirror(name, self.dir / f"{name}.git",
+                           tuple(_absolute(u, self.ws.root) for u in urls))
+            self._mirrors[name] = found
+        return found
 
     def path(self, name: str) -> Path:
         """The bare mirror of a component, created on first use."""
-        self.ws.config.component(name)
-        repo = self.dir / f"{name}.git"
+        repo = self.mirror(name).repo
         if not (repo / "HEAD").exists():
             repo.mkdir(parents=True, exist_ok=True)
             git.run(["init", "--quiet", "--bare", str(repo)])
         return repo
 
-    def _urls(self, name: str) -> list[str]:
-        comp = self.ws.config.component(name)
-        urls = [_absolute(comp.url, self.ws.root)]
-        if comp.ssh_url:
-            urls.append(_absolute(comp.ssh_url, self.ws.root))
-        return urls
+    def _urls(self, name: str) -> tuple[str, ...]:
+        return self.mirror(name).urls
 
     def _each_url(self, name: str, action: Callable[[str], _T]) -> _T:
         """Run a git action against the component's URL, then its SSH URL if that fails."""

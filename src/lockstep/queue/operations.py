@@ -31,8 +31,8 @@ def open_store(ws: Workspace) -> Store:
 def submit(ws: Workspace, store: Store, component: str, version: str,
            configurations: list[str], priority: int) -> Item:
     """Resolve the version to a SHA now and queue the bump (or record it as already pinned)."""
-    ws.config.component(component)
     names.version(version)
+    ws.components.mirror(component)  # the one lookup of the name; later calls reuse it
     for cfg in configurations:
         names.configuration_name(cfg)
     if not -1000 <= priority <= 1000:
