@@ -105,8 +105,7 @@ def test_stage_timeout_kills_the_process_group(tmp_path: Path) -> None:
     """Q7: a stage outliving its timeout is killed with its children; rejected stage-timeout."""
     system = System.create(tmp_path, stages=("build",),
                            stage_options="")
-    toml = system.ws_dir / "lockstep.toml"
-    toml.write_text(toml.read_text().replace("timeout = 60", "timeout = 1"))
+    system.edit_config(lambda text: text.replace("timeout = 60", "timeout = 1"))
     release = tmp_path / "release"  # never created: only the timeout can end the stage
     system.set_rules({"build": {"spawn_child_sleep": 300, "wait_file": str(release)}})
     item = system.submit("alpha", "v1.1.0", configs=["default"])

@@ -210,3 +210,58 @@ def test_accept_rewritten_history(system: System) -> None:
             select(schema.events.c.kind).where(schema.events.c.item_seq == after.seq))]
     assert accepted is not None and accepted["lost"] == landed
     assert kinds.index("history-accepted") < kinds.index("landed")  # in the item's history
+
+
+def add_failing_stage(clone: Path) -> None:
+    """A new stage that fails every bump, as its author commits it from another clone."""
+    toml = clone / "lockstep.toml"
+    toml.write_text(toml.read_text() + f'\n[[stages]]\nname = "gate"\ncommand = '
+                    f'["{sys.executable}", "-c", "raise SystemExit(9)"]\ntimeout = 60\n')
+
+
+def test_a_worker_behind_the_branchs_lockstep_toml_refuses_to_gate(system: System) -> None:
+    """A stage pushed to the integration branch must gate every bump, even from a checkout
+    that has not pulled it yet: the stale worker refuses instead of landing untested."""
+    system.commit_elsewhere(add_failing_stage, "a new gate")
+    item = system.submit("alpha", "v1.2.0")
+    tags = system.remote_tags()
+    result = system.cli("queue", "run")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: this checkout's lockstep.toml differs from the one "
+                                    "on origin/main (")
+    assert "is 1 commit behind origin/main" in result.stderr
+    assert (system.item(item.id).state, system.remote_tags()) == (State.QUEUED, tags)
+    assert system.gate_runs() == []
+
+    sh(["pull", "--quiet", "--ff-only", "origin", "main"], system.ws_dir)
+    gated = system.cli("queue", "run")
+    assert gated.returncode == 0, gated.stderr
+    rejected = system.item(item.id)
+    assert rejected.state == State.REJECTED and rejected.outcome is not None
+    assert rejected.outcome["stage"] == "gate"
+
+
+def test_uncommitted_edits_to_lockstep_toml_never_gate(system: System) -> None:
+    toml = system.ws_dir / "lockstep.toml"
+    toml.write_text(toml.read_text().replace('name = "check"', 'name = "renamed"'))
+    item = system.submit("alpha", "v1.2.0")
+    result = system.cli("queue", "run")
+    assert result.returncode == 2
+    assert "has local edits to lockstep.toml" in result.stderr
+    assert system.item(item.id).state == State.QUEUED and system.gate_runs() == []
+
+
+def test_lockstep_toml_pushed_while_an_item_is_tested_stops_the_stale_worker(
+        system: System, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    system.set_rules({"check": {"wait_file": str(release)}})
+    item = system.submit("alpha", "v1.2.0")
+    worker = system.start_worker()
+    assert wait_started(release, proc=worker)["item"] == item.id
+    system.commit_elsewhere(add_failing_stage, "a new gate")
+    release.write_text("go")
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 2, err
+    assert "differs from the one on origin/main" in err
+    after = system.item(item.id)
+    assert after.state == State.QUEUED and system.remote_tags() == {}

@@ -26,6 +26,7 @@ class Workspace:
     config: Config
     _manifests: dict[str, Manifest] = field(default_factory=dict, repr=False)
     _known_commits: set[str] = field(default_factory=set, repr=False)  # present locally
+    _configs: dict[str, Config] = field(default_factory=dict, repr=False)  # by blob SHA
 
     @classmethod
     def open(cls, root: Path) -> Workspace:
@@ -126,6 +127,37 @@ class Workspace:
             self._known_commits.clear()
         self._manifests[commit] = manifest
         self._known_commits.add(commit)
+
+    def config_at(self, commit: str) -> Config:
+        """The lockstep.toml committed at a commit of the integration repo, parsed (cached by
+        its blob: it rarely changes while the manifest moves with every landing)."""
+        spec = f"{commit}:{config_mod.CONFIG_FILE}"
+        blob = git.rev_parse(self.root, spec)
+        if blob is None:
+            raise ConfigError(
+                f"{config_mod.CONFIG_FILE} is not committed at {commit[:12]}",
+                f"commit and push {config_mod.CONFIG_FILE} to {self.remote}/{self.branch}",
+            )
+        cached = self._configs.get(blob)
+        if cached is None:
+            text = git.run(["cat-file", "blob", blob], self.root).stdout.decode()
+            cached = config_mod.parse(text, f"{config_mod.CONFIG_FILE}@{commit[:12]}")
+            self._configs[blob] = cached
+        return cached
+
+    def check_config_matches(self, commit: str) -> None:
+        """Refuse to gate with a lockstep.toml other than the one the integration branch holds
+        at `commit` (a checkout behind, on another branch, or with uncommitted edits): its
+        stages are what every bump must pass."""
+        if self.config_at(commit) == self.config:
+            return
+        drift = checkout_drift(self) or "the checkout's lockstep.toml has been edited"
+        raise ConfigError(
+            f"this checkout's {config_mod.CONFIG_FILE} differs from the one on "
+            f"{self.remote}/{self.branch} ({commit[:12]}): {drift}",
+            f"bring the checkout to {self.remote}/{self.branch} (commit and push a change you "
+            "mean to keep), then start `lockstep queue run` again",
+        )
 
     def working_manifest(self) -> Manifest:
         """The manifest file as it is in the work tree."""
@@ -311,9 +343,10 @@ def checkout_drift(ws: Workspace) -> str | None:
             problems.append(f"is {behind} commit{_s(behind)} behind {tracking}")
         elif ahead:
             problems.append(f"is {ahead} commit{_s(ahead)} ahead of {tracking}")
-    status = git.out(["status", "--porcelain", "--", ws.manifest_path], ws.root)
-    if status:
-        problems.append(f"has local edits to {ws.manifest_path}")
+    edited = git.out(["diff", "--name-only", "HEAD", "--", ws.manifest_path,
+                      config_mod.CONFIG_FILE], ws.root).split()
+    if edited:
+        problems.append(f"has local edits to {' and '.join(edited)}")
     if not problems:
         return None
     last = problems.pop()

@@ -163,7 +163,9 @@ class Worker:
     def preflight(self) -> None:
         """Refuse to start on a configuration that would let a bump land untested (exit 2),
         and warn about notifiers that cannot sign what they send."""
-        manifest = self.ws.manifest_at(self.ws.remote_head())
+        head = self.ws.remote_head()
+        self.ws.check_config_matches(head)
+        manifest = self.ws.manifest_at(head)
         check_stage_coverage(self.ws.config, manifest.configurations,
                              f"{CONFIG_FILE} (manifest on {self.ws.remote}/{self.ws.branch})")
         for problem in [*unset_secrets(self.ws.config), *committed_secrets(self.ws.config)]:
@@ -294,6 +296,7 @@ class Worker:
         base = self.ws.remote_head()
         if not self._history_intact(item, token, base):
             return
+        self.ws.check_config_matches(base)  # else the item goes back and this worker stops
         base_manifest = self.ws.manifest_at(base)
         plan = candidate_mod.plan(
             component=item.component,
