@@ -741,3 +741,10 @@ def test_unset_secrets_names_the_notifier_and_the_variable(
     monkeypatch.setenv("LOCKSTEP_TEST_OPS", "k")
     monkeypatch.setenv("LOCKSTEP_TEST_DEV", "k")
     assert config.unset_secrets(cfg) == []
+
+
+@pytest.mark.parametrize("value", ['""', '"  "', '"a <b>"', '"x\\ny"'])
+def test_an_identity_git_would_refuse_is_a_config_error(value: str) -> None:
+    """An empty or malformed ident would make every landing fail for ever."""
+    with pytest.raises(ConfigError, match=r"identity\.name: must be non-empty"):
+        config.parse(f"[identity]\nname = {value}\n")

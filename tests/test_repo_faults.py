@@ -265,3 +265,19 @@ def test_lockstep_toml_pushed_while_an_item_is_tested_stops_the_stale_worker(
     assert "differs from the one on origin/main" in err
     after = system.item(item.id)
     assert after.state == State.QUEUED and system.remote_tags() == {}
+
+
+def test_a_refused_push_keeps_the_remotes_reason_and_lands_once_allowed(system: System) -> None:
+    hook = system.remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'protected branch: pushes need review' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    item = system.submit("alpha", "v1.2.0")
+    refused = system.cli("queue", "run")
+    assert refused.returncode == 1
+    assert "protected branch: pushes need review" in refused.stderr
+    assert "pre-receive hook declined" in refused.stderr
+    assert system.item(item.id).state == State.LANDING and system.remote_tags() == {}
+    hook.unlink()
+    done = system.cli("queue", "run")
+    assert done.returncode == 0, done.stderr
+    assert system.item(item.id).state == State.LANDED and len(system.remote_tags()) == 1

@@ -79,6 +79,14 @@ class Identity(_Model):
     name: str = "lockstep"
     email: str = "lockstep@localhost"
 
+    @field_validator("name", "email")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        # git refuses an empty ident and these characters in one: a landing would fail forever.
+        if not v.strip() or any(c in v for c in "<>\n\r\0"):
+            raise ValueError("must be non-empty, without '<', '>' or line breaks")
+        return v
+
 
 class Component(_Model):
     """A component repository: where to fetch it, its artifact and what it depends on."""

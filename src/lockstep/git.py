@@ -247,4 +247,15 @@ def push(repo: Path, remote: str, refspecs: Sequence[str], *, lease: str | None 
         args.append("--atomic")
     if lease:
         args.append(f"--force-with-lease={lease}")
-    run([*args, "--", remote, *refspecs], repo)
+    proc = run([*args, "--", remote, *refspecs], repo, check=False)
+    if proc.returncode == 0:
+        return
+    # The remote's own reason lives in `remote:` lines (hooks, branch protection) and in the
+    # porcelain `!` lines (`[remote rejected] (pre-receive hook declined)`); keep both.
+    said = [" ".join(line.split()[1:]) for line in
+            proc.stderr.decode(errors="replace").splitlines() if line.startswith("remote:")]
+    refused = [line.split("\t")[-1] for line in
+               proc.stdout.decode(errors="replace").splitlines() if line.startswith("!")]
+    causes = [c for c in [*said, *refused] if c] or [stderr_cause(proc.stderr)]
+    text = redact("; ".join(dict.fromkeys(causes)))
+    raise GitError(f"git push failed: {text[:MAX_CAUSE]}")
