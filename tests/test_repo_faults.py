@@ -281,3 +281,18 @@ def test_a_refused_push_keeps_the_remotes_reason_and_lands_once_allowed(system: 
     done = system.cli("queue", "run")
     assert done.returncode == 0, done.stderr
     assert system.item(item.id).state == State.LANDED and len(system.remote_tags()) == 1
+
+
+def test_a_stage_command_that_cannot_start_is_refused_not_blamed_on_bumps(
+        system: System) -> None:
+    system.edit_config(lambda text: text.replace(f'command = ["{sys.executable}"',
+                                                 'command = ["pyhton3-typo"', 1))
+    item = system.submit("alpha", "v1.2.0")
+    result = system.cli("queue", "run")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: lockstep.toml: stages.0.command: stage 'build' runs "
+                                    "'pyhton3-typo', which is not on this worker's PATH (")
+    assert system.item(item.id).state == State.QUEUED and outbox(system) == []
+    validate = system.cli("manifest", "validate")
+    assert validate.returncode == 0
+    assert "warning: stages.0.command: stage 'build' runs 'pyhton3-typo'" in validate.stderr

@@ -76,6 +76,24 @@ def stage_environment(source: Mapping[str, str], lockstep_vars: Mapping[str, str
     return env
 
 
+def unrunnable_stages(config: Config, path: str | None = None) -> list[str]:
+    """One message per stage whose program cannot be found here: a bare name not on PATH, or
+    an absolute path that is not an executable file. (A relative path is looked up in the
+    stage's workspace when it runs, so it is not checked.) Such a stage would fail every bump
+    as an infrastructure failure; it is the configuration's fault, not the bump's."""
+    problems = []
+    for i, stage in enumerate(config.stages):
+        program = stage.command[0]
+        if "/" not in program:
+            if shutil.which(program, path=path) is None:
+                problems.append(f"stages.{i}.command: stage {stage.name!r} runs {program!r}, "
+                                "which is not on this worker's PATH")
+        elif program.startswith("/") and not os.access(program, os.X_OK):
+            problems.append(f"stages.{i}.command: stage {stage.name!r} runs {program}, which "
+                            "is not an executable file here")
+    return problems
+
+
 def secret_env_names(config: Config) -> set[str]:
     """The variables holding notifier secrets: never given to a stage."""
     return {n.secret_env for n in config.notifiers

@@ -93,7 +93,9 @@ def validate(
     from lockstep import config as config_mod
 
     config_mod.check_stage_coverage(ws.config, m.configurations)
-    for warning in config_mod.committed_secrets(ws.config):
+    from lockstep.stages import unrunnable_stages
+
+    for warning in [*config_mod.committed_secrets(ws.config), *unrunnable_stages(ws.config)]:
         info(f"warning: {warning}")
     unset = config_mod.unset_secrets(ws.config)
     if unset:

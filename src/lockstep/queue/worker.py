@@ -31,7 +31,7 @@ from lockstep.config import (
     uncovered_configurations,
     unset_secrets,
 )
-from lockstep.errors import GitError, LockstepError
+from lockstep.errors import ConfigError, GitError, LockstepError
 from lockstep.git import redact
 from lockstep.manifest import Manifest, Pin
 from lockstep.queue import candidate as candidate_mod
@@ -47,6 +47,7 @@ from lockstep.stages import (
     kill_orphaned_group,
     run_command,
     tail,
+    unrunnable_stages,
 )
 from lockstep.workspace import Workspace, checkout_drift
 
@@ -163,6 +164,11 @@ class Worker:
     def preflight(self) -> None:
         """Refuse to start on a configuration that would let a bump land untested (exit 2),
         and warn about notifiers that cannot sign what they send."""
+        unrunnable = unrunnable_stages(self.ws.config)
+        if unrunnable:
+            raise ConfigError(f"{CONFIG_FILE}: {unrunnable[0]}",
+                              "fix the stage's command (or PATH), so that bumps are not "
+                              "rejected for a command that cannot start")
         head = self.ws.remote_head()
         self.ws.check_config_matches(head)
         manifest = self.ws.manifest_at(head)
