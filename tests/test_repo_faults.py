@@ -296,3 +296,24 @@ def test_a_stage_command_that_cannot_start_is_refused_not_blamed_on_bumps(
     validate = system.cli("manifest", "validate")
     assert validate.returncode == 0
     assert "warning: stages.0.command: stage 'build' runs 'pyhton3-typo'" in validate.stderr
+
+
+def test_a_pin_force_pushed_away_pauses_even_if_the_mirror_still_has_it(system: System) -> None:
+    """The worker asks the component's remote, as `manifest validate --remote` does, not only
+    its own mirror, which keeps commits the remote lost."""
+    doomed = system.publish("beta", "v9.0.0")
+    assert system.submit("beta", "v9.0.0").state == State.QUEUED  # the mirror fetches it
+    store = system.store()
+    with store.tx() as c:
+        store.transition(c, 1, {State.QUEUED}, State.CANCELLED)
+    src = system.sources["beta"]
+    sh(["tag", "-d", "v9.0.0"], src)
+    sh(["push", "--quiet", "origin", ":refs/tags/v9.0.0"], src)
+    sh(["push", "--quiet", "--force", "origin", f"{doomed}~1:refs/heads/main"], src)
+    sh(["gc", "--quiet", "--prune=now"], system.root / "remotes" / "beta.git")
+    push_manifest_edit(system, system.shas[("beta", "v1.0.0")], doomed)
+    item = system.submit("alpha", "v1.2.0")
+    result = system.cli("queue", "run")
+    assert result.returncode == EXIT_PAUSED, result.stderr
+    assert f"pins beta v1.0.0 at {doomed}" in result.stderr
+    assert system.item(item.id).state == State.QUEUED and system.gate_runs() == []

@@ -197,6 +197,7 @@ class ComponentMirrors:
         self.dir = ws.state_dir / "cache" / "components"
         self._present: set[tuple[str, str]] = set()
         self._mirrors: dict[str, Mirror] = {}
+        self._reachable: set[tuple[str, str]] = set()
 
     def mirror(self, name: str) -> Mirror:
         """The component named `name`: checked against lockstep.toml once per workspace (an
@@ -304,6 +305,22 @@ class ComponentMirrors:
             return f"tag {pin.version!r} of component {name!r} was deleted"
         return (f"tag {pin.version!r} of component {name!r} was moved: it names {tagged}, "
                 f"not the pinned {pin.sha}")
+
+    def reachable(self, name: str, sha: str) -> bool:
+        """Whether a tag or branch of the component's remote still contains the commit (not
+        only this mirror, which keeps what was force-pushed away); remembered once true."""
+        if (name, sha) in self._reachable:
+            return True
+        remote = self._each_url(name, lambda url: git.ls_remote(self.path(name), url))
+        if not (self.has_commit(name, sha) and self._on_remote(name, sha, remote)):
+            return False
+        self._reachable.add((name, sha))
+        return True
+
+    def vouch(self, name: str, sha: str) -> None:
+        """Record that the commit was just read from the component's remote (a submit resolved
+        it), so `reachable` need not ask again in this process."""
+        self._reachable.add((name, sha))
 
     def _on_remote(self, name: str, sha: str, remote: dict[str, str]) -> bool:
         """Whether a tag or branch the remote has now (`remote`, from ls-remote) contains sha."""

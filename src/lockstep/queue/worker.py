@@ -317,6 +317,7 @@ class Worker:
             self._finish_without_bumps(item, token, plan)
             return
         self.ws.components.ensure(item.component, item.sha)
+        self.ws.components.vouch(item.component, item.sha)  # resolved from its remote at submit
         text = base_manifest.apply([(b.configuration, item.component, b.new) for b in plan.bumps])
         index = self.ws.state_dir / f"index.{item.id}"
         tree = git.tree_with_file(self.ws.root, base, self.ws.manifest_path, text.encode(), index)
@@ -401,14 +402,15 @@ class Worker:
                     "restriction), then `lockstep queue resume`")
         for configuration in configurations:
             for name, pin in manifest.pins(configuration).items():
-                if not self.ws.components.has_commit(name, pin.sha):
+                if not self.ws.components.reachable(name, pin.sha):
                     return ("manifest-invalid",
                             {"configuration": configuration, "component": name,
                              "sha": pin.sha, "version": pin.version},
                             f"the manifest pins {name} {pin.version} at {pin.sha} in "
-                            f"configuration {configuration}, a commit that component does "
-                            f"not have; fix the pin in {self.ws.manifest_path} on "
-                            f"{self.ws.branch}, then `lockstep queue resume`")
+                            f"configuration {configuration}, a commit no tag or branch of "
+                            f"that component contains (any more); fix the pin in "
+                            f"{self.ws.manifest_path} on {self.ws.branch}, then "
+                            "`lockstep queue resume`")
         return None
 
     def _superseding(self, item: Item, head: str, configuration: str, pin: Pin) -> str | None:
