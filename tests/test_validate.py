@@ -250,8 +250,10 @@ def test_a_checkout_behind_its_remote_is_reported_by_manifest_show(
     assert checkout_drift(system.workspace()) == "the checkout is 1 commit behind origin/main"
     code, out, err = invoke(system, ["manifest", "show", "--json"], capsys)
     assert code == 0 and out.startswith("{")
-    assert err == ("warning: the checkout is 1 commit behind origin/main (run git pull "
-                   "--ff-only, or pass --ref origin/main)\n")
+    assert err == ("warning: the checkout is 1 commit behind origin/main; showing the work tree "
+                   "(to follow origin/main: commit or stash local edits, check out main, then "
+                   "`git pull --ff-only` (a diverged branch needs a rebase or reset); or pass "
+                   "--ref origin/main)\n")
     code, _, err = invoke(system, ["manifest", "show", "--ref", "origin/main"], capsys)
     assert (code, err) == (0, "")
 

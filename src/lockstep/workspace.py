@@ -155,8 +155,8 @@ class Workspace:
         raise ConfigError(
             f"this checkout's {config_mod.CONFIG_FILE} differs from the one on "
             f"{self.remote}/{self.branch} ({commit[:12]}): {drift}",
-            f"bring the checkout to {self.remote}/{self.branch} (commit and push a change you "
-            "mean to keep), then start `lockstep queue run` again",
+            f"push a change you mean to keep; {drift_hint(self)}; then start "
+            "`lockstep queue run` again",
         )
 
     def working_manifest(self) -> Manifest:
@@ -368,6 +368,12 @@ def checkout_drift(ws: Workspace) -> str | None:
         return None
     last = problems.pop()
     return f"the checkout {', '.join(problems)} and {last}" if problems else f"the checkout {last}"
+
+
+def drift_hint(ws: Workspace) -> str:
+    """How to bring a drifted checkout back to the integration branch, whatever the drift."""
+    return (f"to follow {ws.remote}/{ws.branch}: commit or stash local edits, check out "
+            f"{ws.branch}, then `git pull --ff-only` (a diverged branch needs a rebase or reset)")
 
 
 def _s(n: int) -> str:

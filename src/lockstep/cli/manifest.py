@@ -34,12 +34,12 @@ def show(
         m = ws.manifest_at(ws.resolve_commit(ref))
     else:
         m = ws.working_manifest()
-        from lockstep.workspace import checkout_drift
+        from lockstep.workspace import checkout_drift, drift_hint
 
         drift = checkout_drift(ws)
         if drift:
-            tracking = f"{ws.remote}/{ws.branch}"
-            info(f"warning: {drift} (run git pull --ff-only, or pass --ref {tracking})")
+            info(f"warning: {drift}; showing the work tree ({drift_hint(ws)}; or pass "
+                 f"--ref {ws.remote}/{ws.branch})")
     configs = [config] if config else m.configurations
     for c in configs:
         m.pins(c)

@@ -49,7 +49,7 @@ from lockstep.stages import (
     tail,
     unrunnable_stages,
 )
-from lockstep.workspace import Workspace, checkout_drift
+from lockstep.workspace import Workspace, checkout_drift, drift_hint
 
 
 class RunMode(StrEnum):
@@ -204,8 +204,7 @@ class Worker:
             if not landing.fast_forward_checkout(self.ws, self.last_landed):
                 drift = checkout_drift(self.ws) or "the checkout cannot be fast-forwarded"
                 self.warn(f"warning: {drift}; it was left as it is, so files in it show older "
-                          f"pins than {self.ws.remote}/{self.ws.branch} (run `git pull "
-                          "--ff-only` there once it is clean)")
+                          f"pins than {self.ws.remote}/{self.ws.branch} ({drift_hint(self.ws)})")
             self.last_landed = None
 
     def _front_passed(self) -> bool:
