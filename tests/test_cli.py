@@ -12,11 +12,11 @@ from pathlib import Path
 
 from tests.system import REPO_ROOT, System, sh
 
-STATUS_QUEUE_KEYS = {"mode", "state", "paused_reason", "window", "runners"}
+STATUS_QUEUE_KEYS = {"mode", "state", "paused_reason", "paused_message", "window", "runners"}
 ITEM_KEYS = {"id", "state", "component", "version", "sha", "digest", "configurations",
              "priority", "seq", "position", "wait_reason", "submitted_at", "attempt",
              "recoveries"}
-SHOW_EXTRA_KEYS = {"candidate", "runs", "notifications"}
+SHOW_EXTRA_KEYS = {"candidate", "runs", "notifications", "history"}
 RUN_KEYS = {"stage", "configuration", "state", "attempt", "try", "exit_code", "started_at",
             "ended_at", "worker", "runner", "log"}
 NOTIFICATION_KEYS = {"event", "notifier", "delivery", "state", "attempts", "last_error"}

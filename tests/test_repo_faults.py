@@ -62,6 +62,8 @@ def test_pin_to_a_missing_commit_pauses_without_blaming_the_bump(tmp_path: Path)
     assert outbox(system) == []  # no owner of an innocent component hears of it
     status = json.loads(system.cli("queue", "status", "--json").stdout)
     assert status["queue"]["paused_reason"] == "manifest-invalid"
+    assert MISSING_SHA in status["queue"]["paused_message"]
+    assert "then `lockstep queue resume`" in status["queue"]["paused_message"]
     store = system.store()
     with store.read() as c:
         assert store.queue(c).infra_streak == 0
@@ -210,6 +212,9 @@ def test_accept_rewritten_history(system: System) -> None:
             select(schema.events.c.kind).where(schema.events.c.item_seq == after.seq))]
     assert accepted is not None and accepted["lost"] == landed
     assert kinds.index("history-accepted") < kinds.index("landed")  # in the item's history
+    shown = json.loads(system.cli("queue", "show", item.id, "--json").stdout)["history"]
+    assert [e["event"] for e in shown].count("history-accepted") == 1
+    assert next(e for e in shown if e["event"] == "history-accepted")["detail"]["lost"] == landed
 
 
 def add_failing_stage(clone: Path) -> None:

@@ -114,6 +114,8 @@ def status(
     q = data["queue"]
     paused = f" ({q['paused_reason']})" if q["paused_reason"] else ""
     console.print(f"queue: {q['mode']}, {q['state']}{paused}")
+    if q["paused_message"]:
+        console.print(f"  {q['paused_message']}")
     for r in q["runners"]:
         run = r["run"]
         doing = "landing" if run["landing"] else f"{run['configuration']}/{run['stage']}"
@@ -185,6 +187,8 @@ def show(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
         error = f": {n['last_error']}" if n["last_error"] else ""
         console.print(f"  notification {n['event']} to {to}: {n['state']} after "
                       f"{n['attempts']} attempt(s){error}", markup=False)
+    for e in data["history"]:
+        console.print(f"  {e['at']} {e['event']}")
     rej = data.get("rejection")
     if rej and rej.get("log_tail"):
         console.print("  log tail:")

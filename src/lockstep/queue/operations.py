@@ -197,6 +197,7 @@ def status(ws: Workspace, store: Store, limit: int = RECENT,
         reasons, ordered = _wait_reasons(store, c, max_recoveries)
         runners = [_runner(store, c, item, now, max_recoveries) for item in items
                    if item.state in (State.TESTING, State.LANDING) and item.holder]
+        paused_why = store.last_event(c, q.paused_reason) if q.paused_reason else None
         recent = page = store.finished(c, limit)
         while everything and len(page) == limit:
             page = store.finished(c, limit, before=page[-1].seq)
@@ -215,6 +216,7 @@ def status(ws: Workspace, store: Store, limit: int = RECENT,
             "mode": q.mode,
             "state": state,
             "paused_reason": q.paused_reason,
+            "paused_message": (paused_why or {}).get("message") if q.paused else None,
             "window": 1,
             "runners": runners,
         },
@@ -260,6 +262,7 @@ def show(ws: Workspace, store: Store, seq: int) -> dict[str, Any]:
         runs = store.runs(c, seq)
         reasons, ordered = _wait_reasons(store, c, ws.config.queue.max_recoveries)
         deliveries = store.outbox_rows(c, seq)
+        history = store.item_events(c, seq)
     position = ordered.index(item.id) + 1 if item.id in ordered else None
     out = _item_summary(item, position, reasons.get(item.id))
     cand = item.candidate
@@ -288,6 +291,8 @@ def show(ws: Workspace, store: Store, seq: int) -> dict[str, Any]:
          "state": d["state"], "attempts": d["attempts"], "last_error": d["last_error"]}
         for d in deliveries
     ]
+    out["history"] = [{"at": _iso(e["at"]), "event": e["kind"], "detail": e["detail"]}
+                      for e in history]
     return out
 
 

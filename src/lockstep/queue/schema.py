@@ -152,6 +152,7 @@ Index("ix_landings_item_seq", landings.c.item_seq)
 Index("ix_outbox_state_id", outbox.c.state, outbox.c.id)
 Index("ix_outbox_item_seq", outbox.c.item_seq)
 Index("ix_events_kind", events.c.kind, events.c.id)  # the newest event of a kind
+Index("ix_events_item_seq", events.c.item_seq, events.c.id)  # one item's history
 
 workers = Table(
     "workers",

@@ -487,6 +487,13 @@ class Store:
         ).first()
         return json.loads(row[0]) if row else None
 
+    def item_events(self, c: Connection, seq: int) -> list[dict[str, Any]]:
+        """One item's history, oldest first, details decoded."""
+        q = (select(s.events.c.at, s.events.c.kind, s.events.c.detail)
+             .where(s.events.c.item_seq == seq).order_by(s.events.c.id))
+        return [{"at": r.at, "kind": r.kind, "detail": json.loads(r.detail)}
+                for r in c.execute(q)]
+
     def history_accepted(self, c: Connection, lost: str) -> bool:
         """Whether a user accepted a rewritten history that lost this landed commit."""
         accepted = self.last_event(c, "history-accepted")
