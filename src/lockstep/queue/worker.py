@@ -111,6 +111,7 @@ class Worker:
         self.last_landed: str | None = None  # not yet synced to the checkout
         self.last_landed_commit: str | None = None
         self._tag_names: set[str] | None = None  # known tag names, refreshed on any surprise
+        self._config_ok: set[str] = set()  # integration commits holding this worker's config
         with store.tx() as c:
             store.forget_dead_workers(c)
             self.id = store.register_worker(c)
@@ -301,7 +302,9 @@ class Worker:
         base = self.ws.remote_head()
         if not self._history_intact(item, token, base):
             return
-        self.ws.check_config_matches(base)  # else the item goes back and this worker stops
+        if base not in self._config_ok:  # else the item goes back and this worker stops
+            self.ws.check_config_matches(base)
+            self._config_ok.add(base)
         base_manifest = self.ws.manifest_at(base)
         plan = candidate_mod.plan(
             component=item.component,
@@ -727,6 +730,8 @@ class Worker:
                     self.report.repaired.append(item.id)
                 self.log(f"{item.id}: landed as {result.tag} ({result.commit[:12]})")
                 self.last_landed = self.last_landed_commit = result.commit
+                if cand["base"] in self._config_ok:  # a landing changes only the manifest
+                    self._config_ok.add(result.commit)
                 if self._tag_names is not None:
                     self._tag_names.add(journal["tag_name"])
                 self.ws.remember_manifest(result.commit,
