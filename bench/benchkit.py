@@ -45,3 +45,27 @@ def source_info() -> dict[str, Any]:
     status = git_out("status", "--porcelain", "--", ".") if commit else None
     return {"path": str(src), "commit": commit, "version": lockstep.__version__,
             "uncommitted_changes": None if status is None else bool(status)}
+
+
+def prepare(prefix: str, tmp: Path | None, root: Path) -> Path:
+    """A fresh work directory with git isolated in it, and lockstep importable: the installed
+    (or PYTHONPATH) one wins, else this checkout's src/."""
+    import sys
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp)).resolve()
+    isolate_git(work)
+    try:
+        import lockstep  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(root / "src"))
+    return work
+
+
+def write_result(path: Path, doc: dict[str, Any]) -> None:
+    """Write a result document as indented JSON and say where."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")

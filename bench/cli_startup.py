@@ -18,7 +18,6 @@ with its ratio to `python -c pass` and to `import typer`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -31,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit import source_info
+from benchkit import source_info, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "cli_startup.json"
@@ -191,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     doc = summarise(times, cmds, sqlalchemy, args.runs)
     print_table(doc)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out}")
+    print()
+    write_result(args.out, doc)
     return 0
 
 

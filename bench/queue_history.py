@@ -27,14 +27,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit import isolate_git, source_info
+from benchkit import prepare, source_info, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "queue_history.json"
@@ -194,13 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.finished < 1 or args.runs < 1 or args.rounds < 1:
         parser.error("--finished, --runs and --rounds must be at least 1")
 
-    work = Path(tempfile.mkdtemp(prefix="lockstep-history-", dir=args.tmp)).resolve()
-    isolate_git(work)
-    try:
-        import lockstep  # the installed (or PYTHONPATH) lockstep wins
-    except ImportError:
-        sys.path.insert(0, str(ROOT / "src"))
-        import lockstep
+    work = prepare("lockstep-history-", args.tmp, ROOT)
+    import lockstep
 
     try:
         ws_dir = build_workspace(work)
@@ -243,9 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("round_ms", "one scheduling round"),
                        ("worker_start_ms", "worker start")):
         print(f"  {label:<34}{empty[key]:>11} ms{full[key]:>15} ms")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_result(args.out, doc)
     return 0
 
 

@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import cProfile
 import io
-import json
 import math
 import os
 import platform
@@ -41,7 +40,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -51,7 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit import git_version, isolate_git, source_info
+from benchkit import git_version, prepare, source_info, write_result
 
 TARGET_MS = 150.0
 COMPONENTS = ("alpha", "beta", "gamma")
@@ -641,12 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.items < 1:
         parser.error("--items must be at least 1")
 
-    work = Path(tempfile.mkdtemp(prefix="lockstep-bench-", dir=args.tmp)).resolve()
-    isolate_git(work)
-    try:
-        import lockstep  # noqa: F401 - the installed (or PYTHONPATH) lockstep wins
-    except ImportError:
-        sys.path.insert(0, str(ROOT / "src"))
+    work = prepare("lockstep-bench-", args.tmp, ROOT)
     profile = cProfile.Profile() if args.profile else None
     try:
         if args.no_tree_cache:
@@ -668,9 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     if profile is not None:
         print_profile(profile)
     elif not not_landed:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.out}")
+        print()
+        write_result(args.out, doc)
     for r in odd:
         print(f"warning: q{r.seq} took extra steps: {', '.join(r.extra_steps)}")
     if not_landed:
