@@ -748,3 +748,16 @@ def test_an_identity_git_would_refuse_is_a_config_error(value: str) -> None:
     """An empty or malformed ident would make every landing fail for ever."""
     with pytest.raises(ConfigError, match=r"identity\.name: must be non-empty"):
         config.parse(f"[identity]\nname = {value}\n")
+
+
+@pytest.mark.parametrize(("deps", "cycle"), [
+    ({"a": ["a"]}, "a → a"),
+    ({"a": ["b"], "b": ["c"], "c": ["a"]}, "→"),
+])
+def test_a_dependency_cycle_is_a_config_error(deps: dict[str, list[str]], cycle: str) -> None:
+    """A release is cut in dependency order, which a cycle makes impossible."""
+    text = "".join(f'[components.{n}]\nurl = "../{n}.git"\ndepends_on = {d!r}\n'.replace("'", '"')
+                   for n, d in deps.items())
+    with pytest.raises(ConfigError, match="depends_on: a dependency cycle") as exc:
+        config.parse(text)
+    assert cycle in exc.value.message

@@ -140,3 +140,18 @@ def test_cancel_rules(system: System) -> None:
     proc = system.cli("queue", "cancel", landed.id)
     assert proc.returncode == 1 and "already landed" in proc.stderr
     assert system.gate_runs() and {r["item"] for r in system.gate_runs()} == {landed.id}
+
+
+def test_logs_of_a_configuration_the_item_does_not_target_is_bad_input(system: System) -> None:
+    item = system.submit("alpha", "v1.1.0", configs=["default"])
+    result = system.cli("queue", "logs", item.id, "--config", "edge")
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {item.id} does not target configuration 'edge' (its "
+                             "configurations: default)\n")
+
+
+def test_a_landed_item_leaves_no_stage_workspace(system: System) -> None:
+    item = system.submit("alpha", "v1.1.0")
+    system.run_queue()
+    assert system.item(item.id).state == State.LANDED
+    assert not (system.ws_dir / ".lockstep" / "runs" / item.id).exists()

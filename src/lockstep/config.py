@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import graphlib
 import os
 import re
 import tomllib
@@ -258,6 +259,13 @@ class Config(_Model):
                 if dep not in self.components:
                     raise ValueError(f"components.{name}.depends_on.{i}: unknown component "
                                      f"{dep!r}")
+        try:
+            graphlib.TopologicalSorter(
+                {n: c.depends_on for n, c in self.components.items()}).prepare()
+        except graphlib.CycleError as exc:
+            cycle = list(exc.args[1])
+            raise ValueError(f"components.{cycle[0]}.depends_on: a dependency cycle "
+                             f"({' → '.join(cycle)}); depends_on must form a DAG") from None
         seen: set[str] = set()
         for i, stage in enumerate(self.stages):
             if stage.name in seen:

@@ -307,8 +307,11 @@ def log_files(ws: Workspace, store: Store, seq: int, stage: str | None,
     if configuration is not None:
         names.configuration_name(configuration)
     with store.read() as c:
-        store.item(c, seq)
+        item = store.item(c, seq)
         runs = store.runs(c, seq)
+    if configuration is not None and configuration not in item.configurations:
+        raise NotFoundError(f"{item.id} does not target configuration {configuration!r}",
+                            f"its configurations: {', '.join(item.configurations)}")
     return [
         (r, ws.state_dir / r["log"])
         for r in runs

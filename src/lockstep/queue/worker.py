@@ -7,6 +7,7 @@ a heartbeat thread keeps the lease alive.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import shutil
@@ -550,6 +551,8 @@ class Worker:
         )
         if result.outcome == Outcome.PASSED:
             shutil.rmtree(workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the item's directory, once no run is kept
+                workdir.parent.rmdir()
         return result
 
     def _record_pid(self, run_id: int, pid: int) -> None:
