@@ -322,3 +322,22 @@ def test_a_pin_force_pushed_away_pauses_even_if_the_mirror_still_has_it(system: 
     assert result.returncode == EXIT_PAUSED, result.stderr
     assert f"pins beta v1.0.0 at {doomed}" in result.stderr
     assert system.item(item.id).state == State.QUEUED and system.gate_runs() == []
+
+
+def test_once_on_a_paused_queue_with_items_waiting_exits_3(system: System) -> None:
+    assert system.cli("queue", "pause").returncode == 0
+    item = system.submit("alpha", "v1.2.0")
+    once = system.cli("queue", "run", "--once")
+    assert once.returncode == EXIT_PAUSED and "paused (user)" in once.stdout
+    assert system.item(item.id).state == State.QUEUED
+
+
+def test_drain_of_a_paused_queue_says_so_and_changes_nothing(system: System) -> None:
+    assert system.cli("queue", "pause").returncode == 0
+    drain = system.cli("queue", "drain")
+    assert drain.returncode == 0
+    assert drain.stdout == "queue already paused (user): nothing to drain\n"
+    store = system.store()
+    with store.read() as c:
+        q = store.queue(c)
+    assert (q.paused, q.paused_reason, q.draining) == (True, "user", False)

@@ -86,7 +86,7 @@ def run(
         print_json(report.__dict__)
     else:
         console.print(report.summary())
-    if report.paused is not None and mode == RunMode.UNTIL_EMPTY:
+    if report.paused is not None and mode != RunMode.FOREVER:
         raise typer.Exit(EXIT_PAUSED)
 
 
@@ -145,6 +145,11 @@ def _items_table(title: str, items: list[dict[str, Any]], wait: bool) -> None:
     console.print(table)
 
 
+def _exit(run: dict[str, Any]) -> str:
+    """` (exit N)` for a run that exited; nothing for one killed, timed out or never started."""
+    return "" if run["exit_code"] is None else f" (exit {run['exit_code']})"
+
+
 def _outcome(i: dict[str, Any]) -> str:
     if "landed" in i:
         return f"tag {i['landed']['tag']}"
@@ -180,7 +185,7 @@ def show(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
         console.print(f"  candidate tree {cand['tree'][:12]} on base {cand['base'][:12]}")
     for r in data["runs"]:
         console.print(f"  run {r['configuration']}/{r['stage']} attempt {r['attempt']} try "
-                      f"{r['try']}: {r['state']} (exit {r['exit_code']})")
+                      f"{r['try']}: {r['state']}{_exit(r)}")
     console.print(f"  outcome: {_outcome(data)}")
     for n in data["notifications"]:
         to = n["notifier"] if n["notifier"] is not None else "(unnamed, from schema 1)"
@@ -256,7 +261,10 @@ def drain(ws_dir: WorkspaceOpt = Path(".")) -> None:
     from lockstep.queue import operations as ops
 
     ws = workspace(ws_dir)
-    ops.drain(ops.open_store(ws))
+    paused = ops.drain(ops.open_store(ws))
+    if paused is not None:
+        console.print(f"queue already paused ({paused}): nothing to drain")
+        return
     console.print("queue draining: it pauses once the work in flight has landed")
 
 

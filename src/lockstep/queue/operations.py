@@ -101,10 +101,15 @@ def pause(store: Store, reason: str = "user", abort_running: bool = False) -> li
     return aborted
 
 
-def drain(store: Store) -> None:
-    """Start nothing new; what has started finishes and lands; then the queue pauses."""
+def drain(store: Store) -> str | None:
+    """Start nothing new; what has started finishes and lands; then the queue pauses. A queue
+    already paused stays as it is: returns its pause reason."""
     with store.tx() as c:
+        q = store.queue(c)
+        if q.paused:
+            return q.paused_reason or "paused"
         store.update_queue(c, draining=1)
+        return None
 
 
 def resume(store: Store, accept_history: bool = False, who: str = "") -> str | None:
