@@ -90,17 +90,18 @@ def deliver_due(store: Store, cfg: Config, attempts: int, now: float | None = No
     delivered = 0
     last = 0
     while True:
-        with store.tx() as c:
+        with store.read() as c:  # an idle poll never takes the write lock
             row = store.next_due_delivery(c, now, last)
-            if row is None:
-                return delivered
-            last = row["id"]
-            notifier = by_name.get(row["notifier"]) if row["notifier"] is not None else None
+        if row is None:
+            return delivered
+        last = row["id"]
+        notifier = by_name.get(row["notifier"]) if row["notifier"] is not None else None
+        with store.tx() as c:
             if notifier is None:
                 store.drop_delivery(c, row["id"], _gone(row["notifier"]))
                 continue
             until = time.time() + notifier.timeout + CLAIM_MARGIN
-            if not store.claim_delivery(c, row, until, claimant):
+            if not store.claim_delivery(c, row, until, claimant):  # compare-and-set on the read
                 continue
         error: str | None = None
         try:
