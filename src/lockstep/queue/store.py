@@ -312,14 +312,17 @@ class Store:
                    .scalar() or 0)
 
     def transition(
-        self, c: Connection, seq: int, expect: set[State], to: State, **values: Any
+        self, c: Connection, seq: int, expect: set[State], to: State, *,
+        expect_token: int | None = None, **values: Any
     ) -> bool:
-        """Compare-and-set an item's state; False when it was not in one of `expect`."""
+        """Compare-and-set an item's state; False when it was not in one of `expect` (or, with
+        expect_token, when its lease token is no longer that one)."""
         _encode_json_columns(values)
+        where = [s.items.c.seq == seq, s.items.c.state.in_([e.value for e in expect])]
+        if expect_token is not None:
+            where.append(s.items.c.lease_token == expect_token)
         result = c.execute(
-            update(s.items)
-            .where(s.items.c.seq == seq, s.items.c.state.in_([e.value for e in expect]))
-            .values(state=to.value, updated_at=time.time(), **values)
+            update(s.items).where(*where).values(state=to.value, updated_at=time.time(), **values)
         )
         if result.rowcount:
             self.add_event(c, seq, to.value, {})

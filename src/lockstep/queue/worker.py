@@ -249,8 +249,8 @@ class Worker:
         self.last_item = seq
         item = self.store.item(c, seq)
         token = self.store.next_lease_token(c)
-        lease = dict(holder=self.id, lease_token=token,
-                     lease_expires_at=time.time() + self.settings.lease_ttl)
+        lease: dict[str, Any] = dict(holder=self.id, lease_token=token,
+                                     lease_expires_at=time.time() + self.settings.lease_ttl)
         if isinstance(decision, scheduler.Recover) and decision.state == State.TESTING:
             self._kill_orphans(c, seq)
             if decision.give_up:
@@ -294,10 +294,15 @@ class Worker:
             # The integration remote or a component repo could not be read: not the item's
             # fault. It goes back to the queue untouched and the worker stops with the error.
             with self.store.tx() as c:
-                self.store.transition(c, seq, {State.TESTING}, State.QUEUED, holder=None,
-                                      lease_token=None, lease_expires_at=None,
-                                      attempt=item.attempt - 1)
+                self._requeue_untouched(c, item, token)
             raise
+
+    def _requeue_untouched(self, c: Any, item: Item, token: int) -> bool:
+        """Put an item this worker tests back in the queue as if it had not started (no
+        attempt counted); nothing if its lease moved on (cancelled, or taken over)."""
+        return self.store.transition(c, item.seq, {State.TESTING}, State.QUEUED,
+                                     expect_token=token, holder=None, lease_token=None,
+                                     lease_expires_at=None, attempt=item.attempt - 1)
 
     def _test_item(self, item: Item, token: int, lost: threading.Event) -> None:
         base = self.ws.remote_head()
@@ -384,9 +389,7 @@ class Worker:
         untouched (no attempt counted, nobody notified) and the queue pauses until fixed."""
         with self.store.tx() as c:
             self._check_token(c, item.seq, token)
-            self.store.transition(c, item.seq, {State.TESTING}, State.QUEUED, holder=None,
-                                  lease_token=None, lease_expires_at=None,
-                                  attempt=item.attempt - 1)
+            self._requeue_untouched(c, item, token)
             self.store.update_queue(c, paused=1, paused_reason=reason)
             self.store.add_event(c, None, reason, {**detail, "message": message})
             self.store.add_event(c, item.seq, "requeued", {"reason": reason})
@@ -421,8 +424,9 @@ class Worker:
         landed item's id, or the commit that pinned it by hand; None when the bump is tested
         (the pin predates the submission, so a downgrade is deliberate, or histories diverged)."""
         since = item.submitted_base or (item.candidate or {}).get("base")
-        if since is None:
-            return None
+        if (since is None or not git.has_object(self.ws.root, since)
+                or not git.is_ancestor(self.ws.root, since, head)):
+            return None  # unknown, or history was rewritten since: test the bump
         at_submit = self.ws.manifest_at(since)
         before = (at_submit.pin(configuration, item.component)
                   if configuration in at_submit.configurations else None)
