@@ -341,3 +341,20 @@ def test_drain_of_a_paused_queue_says_so_and_changes_nothing(system: System) -> 
     with store.read() as c:
         q = store.queue(c)
     assert (q.paused, q.paused_reason, q.draining) == (True, "user", False)
+
+
+def test_a_bump_whose_own_commit_left_its_component_is_rejected(system: System) -> None:
+    """Tag deleted and commit force-pushed away after submit: the bump cannot land; it is the
+    component's doing, so its owners hear of it (kind `commit-gone`)."""
+    doomed = system.publish("beta", "v9.0.0")
+    item = system.submit("beta", "v9.0.0")
+    src = system.sources["beta"]
+    sh(["tag", "-d", "v9.0.0"], src)
+    sh(["push", "--quiet", "origin", ":refs/tags/v9.0.0"], src)
+    sh(["push", "--quiet", "--force", "origin", f"{doomed}~1:refs/heads/main"], src)
+    result = system.cli("queue", "run")
+    assert result.returncode == 0, result.stderr
+    rejected = system.item(item.id)
+    assert rejected.state == State.REJECTED and rejected.outcome is not None
+    assert rejected.outcome["kind"] == "commit-gone" and doomed in rejected.outcome["message"]
+    assert system.gate_runs() == [] and system.remote_tags() == {}

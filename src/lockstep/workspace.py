@@ -317,11 +317,6 @@ class ComponentMirrors:
         self._reachable.add((name, sha))
         return True
 
-    def vouch(self, name: str, sha: str) -> None:
-        """Record that the commit was just read from the component's remote (a submit resolved
-        it), so `reachable` need not ask again in this process."""
-        self._reachable.add((name, sha))
-
     def _on_remote(self, name: str, sha: str, remote: dict[str, str]) -> bool:
         """Whether a tag or branch the remote has now (`remote`, from ls-remote) contains sha."""
         repo = self.path(name)

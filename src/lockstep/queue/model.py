@@ -39,6 +39,7 @@ class RejectKind(StrEnum):
     INFRASTRUCTURE = "infrastructure"
     WORKER_LOST = "worker-lost"
     NOT_APPLICABLE = "not-applicable"
+    COMMIT_GONE = "commit-gone"  # the bump's own commit left its component's repository
 
 
 @dataclass(frozen=True)

@@ -324,8 +324,9 @@ class Worker:
         if not plan.bumps:
             self._finish_without_bumps(item, token, plan)
             return
-        self.ws.components.ensure(item.component, item.sha)
-        self.ws.components.vouch(item.component, item.sha)  # resolved from its remote at submit
+        if not self.ws.components.reachable(item.component, item.sha):
+            self._reject_gone_commit(item, token)
+            return
         text = base_manifest.apply([(b.configuration, item.component, b.new) for b in plan.bumps])
         index = self.ws.state_dir / f"index.{item.id}"
         tree = git.tree_with_file(self.ws.root, base, self.ws.manifest_path, text.encode(), index)
@@ -470,6 +471,16 @@ class Worker:
                 found = commit
             previous = manifest
         return found
+
+    def _reject_gone_commit(self, item: Item, token: int) -> None:
+        """The bump's own commit is on no tag or branch of its component any more (deleted or
+        force-pushed away since submit): the bump cannot land, and its owners should know."""
+        reason = Reason(RejectKind.COMMIT_GONE,
+                        f"{item.component} {item.version}: commit {item.sha} is no longer on any "
+                        "tag or branch of the component's repository (removed after submit)",
+                        attempt=item.attempt)
+        with self.store.tx() as c:
+            self._reject(c, item, reason, {State.TESTING}, token=token)
 
     def _finish_without_bumps(self, item: Item, token: int,
                               plan: candidate_mod.CandidatePlan) -> None:
