@@ -312,7 +312,8 @@ class ComponentMirrors:
         if (name, sha) in self._reachable:
             return True
         remote = self._each_url(name, lambda url: git.ls_remote(self.path(name), url))
-        if not (self.has_commit(name, sha) and self._on_remote(name, sha, remote)):
+        tip = sha in remote.values()  # a tag (peeled) or branch names it: the common case
+        if not tip and not (self.has_commit(name, sha) and self._on_remote(name, sha, remote)):
             return False
         self._reachable.add((name, sha))
         return True

@@ -425,14 +425,18 @@ class Worker:
         landed item's id, or the commit that pinned it by hand; None when the bump is tested
         (the pin predates the submission, so a downgrade is deliberate, or histories diverged)."""
         since = item.submitted_base or (item.candidate or {}).get("base")
-        if (since is None or not git.has_object(self.ws.root, since)
-                or not git.is_ancestor(self.ws.root, since, head)):
-            return None  # unknown, or history was rewritten since: test the bump
-        at_submit = self.ws.manifest_at(since)
+        if since is None:
+            return None
+        try:
+            at_submit = self.ws.manifest_at(since)  # cached; fails if the commit is not here
+        except ConfigError:
+            return None  # a rewritten history this clone never fetched: test the bump
         before = (at_submit.pin(configuration, item.component)
                   if configuration in at_submit.configurations else None)
         if before is not None and before.sha == pin.sha:
             return None
+        if not git.is_ancestor(self.ws.root, since, head):
+            return None  # history was rewritten since the submit: test the bump
         repo = self.ws.components.path(item.component)
         try:
             descends = git.is_ancestor(repo, item.sha, pin.sha)
