@@ -69,3 +69,11 @@ def write_result(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path}")
+
+
+def source_label(source: dict[str, Any]) -> str:
+    """The measured lockstep in a few words: its commit (and whether src/ had local changes)."""
+    if not source["commit"]:
+        return str(source["path"])
+    return str(source["commit"])[:12] + (" + local changes" if source["uncommitted_changes"]
+                                         else "")

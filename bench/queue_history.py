@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit import prepare, source_info, write_result
+from benchkit import prepare, source_info, source_label, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "queue_history.json"
@@ -225,10 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                     "platform": platform.platform()},
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    src = doc["source"]
-    where = src["path"]
-    if src["commit"]:
-        where = src["commit"][:12] + (" + local changes" if src["uncommitted_changes"] else "")
+    where = source_label(doc["source"])
     print(f"queue history: lockstep {doc['lockstep']} at {where}; "
           f"{args.finished} finished items filled in {fill_s:.1f} s")
     print(f"  {'':<34}{'0 finished':>14}{f'{args.finished} finished':>18}")

@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit import git_version, prepare, source_info, write_result
+from benchkit import git_version, prepare, source_info, source_label, write_result
 
 TARGET_MS = 150.0
 COMPONENTS = ("alpha", "beta", "gamma")
@@ -575,10 +575,7 @@ def print_table(doc: dict[str, Any], top: int = 12) -> None:
     def row(label: str, value: Any, unit: str = "ms") -> None:
         print(f"  {label:<42} {value:>10} {unit}")
 
-    src = doc["source"]
-    where = src["path"]
-    if src["commit"]:
-        where = src["commit"][:12] + (" + local changes" if src["uncommitted_changes"] else "")
+    where = source_label(doc["source"])
     print(f"\nqueue overhead, {doc['landed']}/{doc['items']} items landed "
           f"(lockstep {doc['lockstep']} at {where}, {doc['machine']['git']})")
     row("overhead per item, median", doc["median_overhead_ms"])
