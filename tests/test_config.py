@@ -12,7 +12,14 @@ import pytest
 
 from lockstep import config
 from lockstep.config import CommandNotifier, WebhookNotifier
-from lockstep.errors import EXIT_USAGE, ConfigError, NotFoundError, UsageError, ValidationError
+from lockstep.errors import (
+    EXIT_USAGE,
+    ConfigError,
+    DependencyCycleError,
+    NotFoundError,
+    UsageError,
+    ValidationError,
+)
 from lockstep.queue import notify
 
 FULL = """\
@@ -348,8 +355,8 @@ ERRORS = {
     "missing-url": ("[components.alpha]\nimage = 'x'\n", "components.alpha.url",
                     "required key is missing"),
     "unknown-component-key": (
-        "[components.alpha]\nurl = 'a.git'\nbranch = 'main'\n",
-        "components.alpha.branch",
+        "[components.alpha]\nurl = 'a.git'\nbrnach = 'main'\n",
+        "components.alpha.brnach",
         "unknown key",
     ),
     "notifier-unknown-type": (
@@ -752,12 +759,21 @@ def test_an_identity_git_would_refuse_is_a_config_error(value: str) -> None:
 
 @pytest.mark.parametrize(("deps", "cycle"), [
     ({"a": ["a"]}, "a → a"),
-    ({"a": ["b"], "b": ["c"], "c": ["a"]}, "→"),
+    ({"a": ["b"], "b": ["c"], "c": ["a"]}, "a → b → c → a"),
+    ({"worker": ["api"], "api": ["web"], "web": ["worker"]}, "api → web → worker → api"),
+    # Two cycles through a: a → b → a is a prefix of a → b → c → a, hence smaller.
+    ({"a": ["c", "b"], "b": ["c", "a"], "c": ["a"]}, "a → b → a"),
+    # The smallest name on any cycle starts it, even when a smaller one is only upstream.
+    ({"a": ["x"], "x": ["y"], "y": ["x"]}, "x → y → x"),
 ])
-def test_a_dependency_cycle_is_a_config_error(deps: dict[str, list[str]], cycle: str) -> None:
-    """A release is cut in dependency order, which a cycle makes impossible."""
+def test_a_dependency_cycle_is_reported_in_the_specified_order(
+        deps: dict[str, list[str]], cycle: str) -> None:
+    """A release is cut in dependency order, which a cycle makes impossible; the cycle is named
+    from its smallest component, the lexicographically smallest of several (release.md §3)."""
     text = "".join(f'[components.{n}]\nurl = "../{n}.git"\ndepends_on = {d!r}\n'.replace("'", '"')
                    for n, d in deps.items())
-    with pytest.raises(ConfigError, match="depends_on: a dependency cycle") as exc:
+    with pytest.raises(DependencyCycleError) as exc:
         config.parse(text)
-    assert cycle in exc.value.message
+    assert exc.value.message == f"dependency cycle: {cycle}"
+    assert exc.value.one_line().startswith(f"DependencyCycleError: dependency cycle: {cycle}")
+    assert exc.value.exit_code == 2

@@ -15,7 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from lockstep import names
-from lockstep.errors import ConfigError, UsageError, ValidationError
+from lockstep.errors import ConfigError, DependencyCycleError, UsageError, ValidationError
+from lockstep.release_config import (
+    GitHostSettings,
+    ImageSpec,
+    PinConfig,
+    RegistrySettings,
+    ReleaseSettings,
+    TagTransform,
+    check_url,
+)
 
 CONFIG_FILE = "lockstep.toml"
 DEFAULT_TAG_FORMAT = "v{year}.{month:02d}.{n}"
@@ -95,8 +104,38 @@ class Component(_Model):
     url: str
     ssh_url: str | None = None
     image: str | None = None
+    tag_transform: TagTransform = "none"
+    images: list[ImageSpec] | None = None
     depends_on: list[str] = Field(default_factory=list)
     owners: list[str] = Field(default_factory=list)
+    branch: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        return v if v is None else ImageSpec(image=v).image
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, v: str | None) -> str | None:
+        return v if v is None else names.ref_name(v, "branch")
+
+    @model_validator(mode="after")
+    def _artifacts(self) -> Component:
+        if self.image is not None and self.images is not None:
+            raise ValueError("set `image` (one artifact) or `images` (several), not both")
+        if self.images is not None and self.tag_transform != "none":
+            raise ValueError("with `images`, give each entry its own tag_transform")
+        return self
+
+    @property
+    def artifacts(self) -> tuple[ImageSpec, ...]:
+        """The images this component ships, each with its tag transform."""
+        if self.images is not None:
+            return tuple(self.images)
+        if self.image is not None:
+            return (ImageSpec(image=self.image, tag_transform=self.tag_transform),)
+        return ()
 
     @field_validator("url", "ssh_url")
     @classmethod
@@ -246,6 +285,10 @@ class Config(_Model):
     components: dict[str, Component] = Field(default_factory=dict)
     stages: list[Stage] = Field(default_factory=list)
     notifiers: list[Notifier] = Field(default_factory=list)
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    registries: dict[str, RegistrySettings] = Field(default_factory=dict)
+    git: dict[str, GitHostSettings] = Field(default_factory=dict)
+    pins: list[PinConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -259,13 +302,11 @@ class Config(_Model):
                 if dep not in self.components:
                     raise ValueError(f"components.{name}.depends_on.{i}: unknown component "
                                      f"{dep!r}")
-        try:
-            graphlib.TopologicalSorter(
-                {n: c.depends_on for n, c in self.components.items()}).prepare()
-        except graphlib.CycleError as exc:
-            cycle = list(exc.args[1])
-            raise ValueError(f"components.{cycle[0]}.depends_on: a dependency cycle "
-                             f"({' → '.join(cycle)}); depends_on must form a DAG") from None
+        cycle = smallest_cycle({n: c.depends_on for n, c in self.components.items()})
+        if cycle:
+            raise DependencyCycleError(f"dependency cycle: {' → '.join(cycle)}",
+                                       "depends_on must form a DAG: remove one edge of it")
+        _check_release(self)
         seen: set[str] = set()
         for i, stage in enumerate(self.stages):
             if stage.name in seen:
@@ -295,6 +336,96 @@ class Config(_Model):
             raise NotFoundError(
                 f"unknown component {name!r}", f"components in lockstep.toml: {known}"
             ) from None
+
+
+def smallest_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """The elementary cycle to report (spec/release.md §3): rotated to start at its smallest
+    name, the lexicographically smallest such sequence; closed (`a → b → a`). None for a DAG."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+        return None
+    except graphlib.CycleError:
+        pass
+    for start in sorted(graph):
+        found = _first_cycle(graph, start)
+        if found:
+            return [*found, start]
+    return None  # unreachable: graphlib saw a cycle, and every cycle has a smallest name
+
+
+def _first_cycle(graph: dict[str, list[str]], start: str) -> list[str] | None:
+    """The lexicographically first cycle through `start` using only names >= start.
+
+    Depth first in sorted order, closing the cycle before going deeper: a closed path is a
+    prefix of, hence smaller than, any longer one sharing it.
+    """
+    path = [start]
+
+    def walk(node: str) -> bool:
+        nexts = sorted(d for d in graph.get(node, []) if d >= start)
+        if start in nexts:
+            return True
+        for nxt in nexts:
+            if nxt not in path:
+                path.append(nxt)
+                if walk(nxt):
+                    return True
+                path.pop()
+        return False
+
+    return path if walk(start) else None
+
+
+def _check_release(cfg: Config) -> None:
+    """Cross-table rules of the release tables (spec/release.md §2)."""
+    urls: dict[str, str] = {}
+    for name, comp in cfg.components.items():
+        for key, url in (("url", comp.url), ("ssh_url", comp.ssh_url)):
+            if url is None:
+                continue
+            try:
+                check_url(url, cfg.release.insecure_hosts)
+            except ValueError as exc:
+                raise ValueError(f"components.{name}.{key}: {exc}") from None
+        if comp.url in urls:
+            raise ValueError(f"components.{name}.url: the same URL as component "
+                             f"{urls[comp.url]!r}; each repository is one component")
+        urls[comp.url] = name
+    for i, pin in enumerate(cfg.pins):
+        where = f"pins.{i}"
+        for key in ("repo", "component"):
+            if getattr(pin, key) not in cfg.components:
+                known = ", ".join(sorted(cfg.components)) or "none"
+                raise ValueError(f"{where}.{key}: unknown component {getattr(pin, key)!r} "
+                                 f"(components: {known})")
+        if pin.component != pin.repo and pin.component not in cfg.components[pin.repo].depends_on:
+            raise ValueError(f"{where}: {pin.repo!r} pins {pin.component!r}'s artifact, so "
+                             f"components.{pin.repo}.depends_on must list {pin.component!r}")
+        if pin.kind in ("dockerfile", "helm-values") or (pin.kind == "regex" and pin.image):
+            pin_artifact(cfg, pin, where)
+
+
+def pin_artifact(cfg: Config, pin: PinConfig, where: str = "pin") -> ImageSpec:
+    """The artifact of `pin.component` that a pin refers to: the one whose image the pin's
+    `image` names (by registry resolution), or the only one when the pin names none."""
+    arts = cfg.components[pin.component].artifacts
+    if not arts:
+        raise ValueError(f"{where}: component {pin.component!r} has no image to pin "
+                         "(set its `image`)")
+    if pin.image is None:
+        if len(arts) > 1:
+            raise ValueError(f"{where}: component {pin.component!r} ships several images; "
+                             "set the pin's `image` to choose one")
+        return arts[0]
+    from lockstep import imageref
+
+    wanted = imageref.parse(pin.image)
+    hits = [a for a in arts if wanted.matches(a.ref) or a.ref.matches(wanted)]
+    if len(hits) != 1:
+        shipped = ", ".join(a.image for a in arts)
+        raise ValueError(f"{where}: image {pin.image!r} matches {len(hits)} of "
+                         f"{pin.component!r}'s images ({shipped}); it must match exactly one")
+    return hits[0]
 
 
 def uncovered_configurations(cfg: Config, configurations: Iterable[str]) -> list[str]:
@@ -367,6 +498,8 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
         return Config.model_validate(raw)
     except PydanticValidationError as exc:
         raise _one_error(exc, source) from None
+    except DependencyCycleError:
+        raise
     except UsageError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
 

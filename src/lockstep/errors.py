@@ -57,3 +57,91 @@ class GitError(LockstepError):
 
 class StageError(LockstepError):
     """A stage could not be prepared or run (an infrastructure failure)."""
+
+
+class NamedError(LockstepError):
+    """An error whose class name is part of what the user reads (`TagConflictError: …`)."""
+
+    def one_line(self) -> str:
+        """The class name, message and hint on one line."""
+        return f"{type(self).__name__}: {super().one_line()}"
+
+
+class TransportError(NamedError, GitError):
+    """Every URL of a repository failed; the message shows each cause, redacted."""
+
+
+class PlanError(NamedError, UsageError):
+    """A release or pin cannot be planned: nothing was changed (exit 2)."""
+
+
+class DependencyCycleError(PlanError):
+    """`depends_on` does not form a DAG."""
+
+
+class TagConflictError(PlanError):
+    """A release tag exists at another commit than the release expects."""
+
+
+class SourceCommitError(PlanError):
+    """The manifest's commit is reachable from none of the component's refs."""
+
+
+class PinError(PlanError):
+    """Base of the pinning errors."""
+
+
+class PinNotFoundError(PinError):
+    """A pin matched no reference."""
+
+
+class PinCountError(PinError):
+    """A pin matched more distinct spans than `max_matches`."""
+
+
+class PinParseError(PinError):
+    """A file to pin is malformed (Dockerfile, YAML, not UTF-8)."""
+
+
+class PinPathError(PinError):
+    """A pin path escapes its repository or crosses a symlink or submodule."""
+
+
+class PinAmbiguousError(PinError):
+    """One span is used by references that would need different new values."""
+
+
+class PinConflictError(PinError):
+    """Two pins edit overlapping spans differently."""
+
+
+class PinUnresolvableError(PinError):
+    """A reference's tag or digest is built from pieces that no single edit can change."""
+
+
+class RegistryError(NamedError):
+    """The registry answered in a way waiting cannot fix."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused the credentials, or needs some and none are configured."""
+
+
+class RegistryProtocolError(RegistryError):
+    """The registry's answer can never turn into the artifact (a router 404, wrong Accept)."""
+
+
+class ArtifactTimeoutError(RegistryError):
+    """The artifact did not appear within `wait_timeout`; a rerun keeps waiting."""
+
+
+class ArtifactAmbiguousError(RegistryError):
+    """An OCI layout holds two manifests under one tag."""
+
+
+class DigestMismatchError(RegistryError):
+    """The registry's digest differs from the one the manifest records."""
+
+
+class ReleaseBusyError(NamedError, StateError):
+    """Another `release cut` holds this release's lock."""

@@ -114,3 +114,34 @@ def relative_path(value: str, what: str = "path") -> str:
             "use a relative path inside the repository without '..'",
         )
     return value
+
+
+_HEXLIKE = re.compile(r"[0-9a-fA-F]{4,64}")
+_RESERVED_TAGS = frozenset({"@", "HEAD", "FETCH_HEAD", "ORIG_HEAD", "MERGE_HEAD"})
+
+
+def release_tag(name: str, what: str = "release tag") -> str:
+    """A tag lockstep creates: git's ref rules plus no name git could read as something else
+    (a SHA-like hex string, HEAD, a full `refs/` name, non-ASCII)."""
+    problem = None
+    if not name.isascii():
+        problem = "it is not ASCII"
+    elif name in _RESERVED_TAGS:
+        problem = f"{name!r} names a special ref in git"
+    elif _HEXLIKE.fullmatch(name):
+        problem = "4 to 64 hex digits read as an abbreviated commit SHA"
+    elif name.startswith("refs/"):
+        problem = "it starts with 'refs/' (give the tag's short name)"
+    if problem:
+        raise ValidationError(f"invalid {what} {name!r}: {problem}",
+                              "use a name such as v26.5.0")
+    return ref_name(name, what)
+
+
+def pin_path(value: str, what: str = "pin file") -> str:
+    """A configured pin path: relative POSIX, no empty, '.' or '..' segments."""
+    relative_path(value, what)
+    if any(part in ("", ".", "..") for part in value.split("/")):
+        raise ValidationError(f"invalid {what} {value!r}: empty, '.' or '..' segment",
+                              "write a plain relative path such as charts/app/values.yaml")
+    return value
