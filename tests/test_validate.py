@@ -193,9 +193,9 @@ def test_an_unreachable_component_is_a_failure_with_gits_cause(
     code, _, err = invoke(system, ["manifest", "validate", "--remote"], capsys)
     assert code == 1
     gone = system.root / "remotes" / "gone.git"
-    assert err.startswith(f"error: cannot reach component 'beta': git ls-remote {gone} failed: "
-                          f"'{gone}' does not appear to be a git repository; Could not read from "
-                          "remote repository. (check the component's url / ssh_url")
+    assert err.startswith(f"error: TransportError: cannot list the refs of beta {gone}: "
+                          f"fatal: '{gone}' does not appear to be a git repository (check the "
+                          "URLs")
     assert "and the repository exists" not in err
 
 

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lockstep import names
+from lockstep import names, transport
 from lockstep.errors import GitError
+from lockstep.transport import Settings
 
 DEFAULT_TIMEOUT = 120.0
 MAX_CAUSE = 500
@@ -224,30 +225,34 @@ def delete_local_tag(repo: Path, name: str) -> None:
         run(["update-ref", "-d", f"refs/tags/{name}"], repo)
 
 
-def ls_remote(repo: Path, remote: str, *patterns: str) -> dict[str, str]:
+def ls_remote(repo: Path, remote: str, *patterns: str,
+              settings: Settings | None = None) -> dict[str, str]:
     """Refs on a remote (peeled tags as `name^{}`), by full ref name."""
     refs: dict[str, str] = {}
-    text = out(["ls-remote", "--", remote, *patterns], repo)
-    for line in text.splitlines():
+    args = ["ls-remote", "--", remote, *patterns]
+    done = _remote_run(args, repo, remote, timeout=transport.LOOKUP_TIMEOUT, settings=settings)
+    for line in done.stdout.decode().strip().splitlines():
         sha, _, ref = line.partition("\t")
         refs[ref] = sha
     return refs
 
 
-def fetch(repo: Path, remote: str, *refspecs: str) -> None:
+def fetch(repo: Path, remote: str, *refspecs: str, settings: Settings | None = None) -> None:
     """Fetch refspecs from a remote (name or URL)."""
-    run(["fetch", "--quiet", "--no-tags", "--", remote, *refspecs], repo)
+    args = ["fetch", "--quiet", "--no-tags", "--", remote, *refspecs]
+    _remote_run(args, repo, remote, timeout=transport.TRANSFER_TIMEOUT, settings=settings)
 
 
 def push(repo: Path, remote: str, refspecs: Sequence[str], *, lease: str | None = None,
-         atomic: bool = True) -> None:
+         atomic: bool = True, settings: Settings | None = None) -> None:
     """Push refspecs; with `lease` (`ref:expected`) only if the remote ref is exactly that."""
     args = ["push", "--quiet", "--porcelain"]
     if atomic:
         args.append("--atomic")
     if lease:
         args.append(f"--force-with-lease={lease}")
-    proc = run([*args, "--", remote, *refspecs], repo, check=False)
+    proc = _remote_run([*args, "--", remote, *refspecs], repo, remote, push=True, check=False,
+                       timeout=transport.TRANSFER_TIMEOUT, settings=settings)
     if proc.returncode == 0:
         return
     # The remote's own reason lives in `remote:` lines (hooks, branch protection) and in the
@@ -259,3 +264,19 @@ def push(repo: Path, remote: str, refspecs: Sequence[str], *, lease: str | None 
     causes = [c for c in [*said, *refused] if c] or [stderr_cause(proc.stderr)]
     text = redact("; ".join(dict.fromkeys(causes)))
     raise GitError(f"git push failed: {text[:MAX_CAUSE]}")
+
+
+def _remote_run(args: Sequence[str], cwd: Path, remote: str, *, timeout: float,
+                push: bool = False, check: bool = True,
+                settings: Settings | None = None) -> subprocess.CompletedProcess[bytes]:
+    """`run` for a command that talks to a remote: through the transport layer's child and
+    environment (own session, no prompts, only the remote's protocol, its credentials)."""
+    done = transport.run_single(args, cwd, remote, timeout=timeout, push=push,
+                                settings=settings)
+    if done.timed_out:
+        raise GitError(f"git {redact(' '.join(args[:3]))} timed out after {timeout:.0f}s")
+    if check and done.returncode != 0:
+        cause = stderr_cause(done.stderr) or f"exit code {done.returncode}"
+        label = " ".join([a for a in args if a != "--"][:2])
+        raise GitError(f"git {redact(label)} failed: {cause}")
+    return subprocess.CompletedProcess(list(done.argv), done.returncode, done.stdout, done.stderr)

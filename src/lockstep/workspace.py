@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
 
 from lockstep import config as config_mod
-from lockstep import git
+from lockstep import git, transport
 from lockstep.config import Config
 from lockstep.errors import ConfigError, GitError, NotFoundError, UsageError
 from lockstep.manifest import Manifest, Pin
+from lockstep.transport import Remote
 
 STATE_DIR = ".lockstep"
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -198,6 +196,8 @@ class ComponentMirrors:
         self._present: set[tuple[str, str]] = set()
         self._mirrors: dict[str, Mirror] = {}
         self._reachable: set[tuple[str, str]] = set()
+        self._remotes: dict[str, Remote] = {}
+        self._settings: transport.Settings | None = None
 
     def mirror(self, name: str) -> Mirror:
         """The component named `name`: checked against lockstep.toml once per workspace (an
@@ -207,7 +207,7 @@ class ComponentMirrors:
             comp = self.ws.config.component(name)
             urls = [comp.url, *([comp.ssh_url] if comp.ssh_url else [])]
             found = Mirror(name, self.dir / f"{name}.git",
-                           tuple(_absolute(u, self.ws.root) for u in urls))
+                           tuple(absolute_url(u, self.ws.root) for u in urls))
             self._mirrors[name] = found
         return found
 
@@ -222,25 +222,20 @@ class ComponentMirrors:
     def _urls(self, name: str) -> tuple[str, ...]:
         return self.mirror(name).urls
 
-    def _each_url(self, name: str, action: Callable[[str], _T]) -> _T:
-        """Run a git action against the component's URL, then its SSH URL if that fails."""
-        errors = []
-        for url in self._urls(name):
-            try:
-                return action(url)
-            except GitError as exc:
-                if "couldn't find remote ref" in exc.message:
-                    raise
-                errors.append(exc.message)
-        raise GitError(
-            f"cannot reach component {name!r}: {'; then '.join(errors)}",
-            "check the component's url / ssh_url and credentials",
-        )
+    def remote(self, name: str) -> Remote:
+        """The component's remote in the transport layer: url, then ssh_url on an auth or
+        transport failure; the URL that worked is tried first for the rest of the run."""
+        found = self._remotes.get(name)
+        if found is None:
+            if self._settings is None:
+                self._settings = transport.from_config(self.ws.config, self.ws.root)
+            found = Remote(name, self._urls(name), self._settings)
+            self._remotes[name] = found
+        return found
 
     def _fetch(self, name: str, *refspecs: str) -> None:
         """Fetch from the component's URL, falling back to its SSH URL."""
-        repo = self.path(name)
-        self._each_url(name, lambda url: git.fetch(repo, url, *refspecs))
+        self.remote(name).fetch(self.path(name), refspecs)
 
     def _fetch_all(self, name: str) -> None:
         """Fetch every tag and branch of the component into the mirror."""
@@ -293,7 +288,7 @@ class ComponentMirrors:
     def check_pin(self, name: str, pin: Pin) -> str | None:
         """What is wrong with a pin on the component's remote now, or None when it is sound:
         its commit gone (never pushed, or force-pushed away), its tag deleted or moved."""
-        remote = self._each_url(name, lambda url: git.ls_remote(self.path(name), url))
+        remote = self.remote(name).list_refs(self.path(name))
         tag = f"refs/tags/{pin.version}"
         tagged = remote.get(f"{tag}^{{}}", remote.get(tag))
         if tagged == pin.sha:
@@ -311,7 +306,7 @@ class ComponentMirrors:
         only this mirror, which keeps what was force-pushed away); remembered once true."""
         if (name, sha) in self._reachable:
             return True
-        remote = self._each_url(name, lambda url: git.ls_remote(self.path(name), url))
+        remote = self.remote(name).list_refs(self.path(name))
         tip = sha in remote.values()  # a tag (peeled) or branch names it: the common case
         if not tip and not (self.has_commit(name, sha) and self._on_remote(name, sha, remote)):
             return False
@@ -376,7 +371,7 @@ def _s(n: int) -> str:
     return "" if n == 1 else "s"
 
 
-def _absolute(url: str, root: Path) -> str:
+def absolute_url(url: str, root: Path) -> str:
     """Relative local paths in lockstep.toml are relative to the integration repo."""
     if "://" in url or url.startswith("/") or ":" in url.split("/")[0]:
         return url
