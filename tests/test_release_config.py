@@ -64,7 +64,7 @@ def test_the_spec_example_parses_with_its_defaults() -> None:
     ('[release]\nnotifications = { listen = "0.0.0.0:5081" }\n', "release.notifications",
      "token_env is required"),
     ('[registries.r]\nusername_env = "U"\n', "registries.r", "go together"),
-    ('[registries.r]\nlayout = "../out"\n', "registries.r", "invalid"),
+    ('[registries.r]\nlayout = " "\n', "registries.r", "directory path"),
     ('[git.h]\npassword_env = "has space"\n', "git.h.password_env", "not an environment"),
     ('[components.x]\nurl = "https://u:pw@h.example/x.git"\n', "components.x.url",
      "holds a password"),

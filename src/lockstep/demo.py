@@ -14,7 +14,8 @@ from pathlib import Path
 
 from lockstep import demo_system as sample
 from lockstep import git
-from lockstep.errors import UsageError
+from lockstep.demo_artifacts import ArtifactHook, install_hook
+from lockstep.errors import LockstepError, UsageError
 from lockstep.manifest import Pin, render_new
 from lockstep.queue import operations as ops
 from lockstep.queue.model import State
@@ -59,6 +60,12 @@ def build(root: Path, log: Callable[[str], None]) -> Workspace:
             sha = _publish(src, files, f"{name} {version}", version)
             first.setdefault(name, Pin(version, sha))
         log(f"  component {name}: {', '.join(v for v, _ in versions)}")
+    for name in sample.COMPONENTS:
+        # Plays each component's CI: a tag push builds its image into the layout registry.
+        install_hook(remotes / f"{name}.git", ArtifactHook(
+            repository=f"demo/{name}", layout_root=root / "registry",
+            tag_transform="strip-v", delay=1.0))
+    log("  component CI hooks: a pushed tag builds its image into registry/ a moment later")
     integration_remote = remotes / "integration.git"
     git.run(["init", "--quiet", "--bare", "--initial-branch=main", str(integration_remote)])
     integration = root / "integration"
@@ -115,7 +122,26 @@ def run_demo(directory: Path | None, log: Callable[[str], None]) -> str:
         submitted.append(item.seq)
     log("running the queue until it is empty:")
     Worker(ws, store, log=lambda m: log(f"  {m}")).run(RunMode.UNTIL_EMPTY)
-    return _summary(root, ws, store, submitted)
+    summary = _summary(root, ws, store, submitted)
+    return summary + "\n" + _release(ws, log)
+
+
+def _release(ws: Workspace, log: Callable[[str], None]) -> str:
+    """Cut the newest integration release: tag, wait for each image, pin it downstream."""
+    from lockstep.release.cut import cut
+    from lockstep.release.status import render
+
+    log("cutting a release of the newest integration release (tag, wait, pin, push):")
+    try:
+        result = cut(ws, handle_signals=False)
+    except LockstepError as exc:
+        return f"release: not cut: {exc.one_line()}"
+    assert result.status is not None
+    lines = ["", *render(result.status)]
+    lines += [f"  look: lockstep release status -C {ws.root}",
+              f"  look: git -C {ws.root.parent / 'remotes' / 'storefront.git'} show "
+              f"{result.plan.version} --stat"]
+    return "\n".join(lines)
 
 
 def _summary(root: Path, ws: Workspace, store: Store, seqs: list[int]) -> str:

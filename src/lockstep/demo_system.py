@@ -111,6 +111,37 @@ assert storefront.checkout("apple", 2) == 100
 print("storefront: ok")
 '''
 
+REGISTRY = "demo.local"
+
+PRICING_DOCKERFILE = f"""\
+# pricing's image: its code on top of the inventory image it was released with
+FROM {REGISTRY}/demo/inventory:1.0.0 AS inventory
+FROM python:3.11-slim
+COPY --from=inventory /app /inventory
+COPY pricing.py /app/
+"""
+
+STOREFRONT_DOCKERFILE = f"""\
+# syntax=docker/dockerfile:1
+ARG PRICING_TAG=1.0.0
+FROM --platform=$BUILDPLATFORM {REGISTRY}/demo/inventory:1.0.0 AS inventory
+FROM {REGISTRY}/demo/pricing:${{PRICING_TAG}} AS pricing
+FROM python:3.11-slim
+COPY --from=inventory /app /inventory
+COPY --from=pricing /app /pricing
+COPY storefront.py /app/
+"""
+
+STOREFRONT_VALUES = f"""\
+# Helm values of the storefront chart
+storefront:
+  replicas: 2
+pricing:
+  image:
+    repository: {REGISTRY}/demo/pricing   # the price service
+    tag: "1.0.0"
+"""
+
 # component -> [(version, {file: text})], oldest first
 COMPONENTS: dict[str, list[tuple[str, dict[str, str]]]] = {
     "inventory": [
@@ -119,12 +150,15 @@ COMPONENTS: dict[str, list[tuple[str, dict[str, str]]]] = {
         ("v1.2.0", {"inventory.py": INVENTORY_V12}),
     ],
     "pricing": [
-        ("v1.0.0", {"pricing.py": PRICING_V1, "test_pricing.py": PRICING_TEST}),
+        ("v1.0.0", {"pricing.py": PRICING_V1, "test_pricing.py": PRICING_TEST,
+                    "deploy/Dockerfile": PRICING_DOCKERFILE}),
         ("v1.1.0", {"pricing.py": PRICING_V11}),
         ("v2.0.0", {"pricing.py": PRICING_V2}),
     ],
     "storefront": [
-        ("v1.0.0", {"storefront.py": STOREFRONT_V1, "test_storefront.py": STOREFRONT_TEST}),
+        ("v1.0.0", {"storefront.py": STOREFRONT_V1, "test_storefront.py": STOREFRONT_TEST,
+                    "deploy/Dockerfile": STOREFRONT_DOCKERFILE,
+                    "deploy/values.yaml": STOREFRONT_VALUES}),
         ("v1.1.0", {"storefront.py": STOREFRONT_V11}),
     ],
 }
@@ -224,6 +258,7 @@ def config_toml(remotes: str) -> str:
     """The demo's lockstep.toml; `remotes` is the path of the bare remotes, relative."""
     comps = "\n".join(
         f'[components.{name}]\nurl = "{remotes}/{name}.git"\n'
+        f'image = "{REGISTRY}/demo/{name}"\ntag_transform = "strip-v"\n'
         f"depends_on = {DEPENDS_ON[name]!r}\n"
         f'owners = ["team-{name}@example.com"]\n'.replace("'", '"')
         for name in COMPONENTS
@@ -265,4 +300,37 @@ name = "owners"
 type = "command"
 command = ["python3", "hooks/notify_owner.py"]
 events = ["rejected", "landed"]
+
+# Releases (docs/release.md): each component's tag push builds its image into this OCI layout
+# directory (a hook in its bare repository plays its CI); lockstep waits for it, then pins it.
+[release]
+wait_timeout = "2m"
+poll = {{ initial = "0.2s", max = "1s" }}
+
+[registries."{REGISTRY}"]
+layout = "../registry"
+
+[[pins]]
+repo = "pricing"
+component = "inventory"
+file = "deploy/Dockerfile"
+kind = "dockerfile"
+
+[[pins]]
+repo = "storefront"
+component = "inventory"
+file = "deploy/Dockerfile"
+kind = "dockerfile"
+
+[[pins]]
+repo = "storefront"
+component = "pricing"
+file = "deploy/Dockerfile"
+kind = "dockerfile"
+
+[[pins]]
+repo = "storefront"
+component = "pricing"
+file = "deploy/values.yaml"
+kind = "helm-values"
 """

@@ -1,7 +1,8 @@
 """Crash points: named places where a test can have a worker SIGKILL itself.
 
-Inert unless armed explicitly for one process, by the hidden `queue run --test-crash-at POINT`
-option (never by an environment variable a shell could keep). An armed worker says so on stderr
+Inert unless armed explicitly for one process, by the hidden `--test-crash-at POINT` option of
+`queue run` and `release cut` (never by an environment variable a shell could keep). An armed
+process says so on stderr
 when it starts; when it reaches the point it kills itself with SIGKILL, exactly as an OOM kill or
 power loss would, so tests can prove that the next run repairs whatever state is left.
 """
@@ -19,6 +20,15 @@ POINTS = {
     "after-tag": "tag created locally, nothing pushed",
     "after-push": "branch and tag pushed, store not yet updated",
     "recovery-start": "a half-done landing's lock taken by recovery, remote not yet read",
+    "release-after-resolve": "release: source checked and tag looked up, recorded",
+    "release-after-pin": "release: pinned files computed (in memory, tree written), recorded",
+    "release-after-commit": "release: pin commit created in the cache, recorded",
+    "release-after-tag": "release: tag object created in the cache, not pushed",
+    "release-push-unrecorded": "release: tag pushed, the journal still says started",
+    "release-after-push": "release: tag pushed and recorded",
+    "release-after-advance": "release: branch fast-forwarded and recorded",
+    "release-during-wait": "release: waiting for an artifact, after the first miss",
+    "release-after-wait": "release: artifact found and its digest recorded",
 }
 
 _armed: str | None = None

@@ -250,11 +250,13 @@ class RegistrySettings(_HostAuth):
     """`[registries."host[:port]"]`: an OCI layout directory, or how to reach a registry."""
 
     layout: str | None = None
+    scheme: Literal["https", "http"] = "https"
 
     @model_validator(mode="after")
     def _layout(self) -> RegistrySettings:
         if self.layout is not None:
-            names.relative_path(self.layout.rstrip("/"), "registry layout directory")
+            if not self.layout.strip() or any(ord(c) < 32 for c in self.layout):
+                raise ValueError("layout must be a directory path (relative to the workspace)")
             if self.username_env or self.ca_file:
                 raise ValueError("a layout registry is a directory: it takes no credentials "
                                  "or ca_file")

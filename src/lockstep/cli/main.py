@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from lockstep import __version__
-from lockstep.cli import demo, manifest, queue
+from lockstep.cli import demo, manifest, pin, queue, release
 from lockstep.cli.common import console
 from lockstep.errors import EXIT_USAGE, LockstepError
 
@@ -39,7 +39,9 @@ def main(
 
 app.add_typer(manifest.app, name="manifest")
 app.add_typer(queue.app, name="queue")
+app.add_typer(release.app, name="release")
 app.command("demo")(demo.demo)
+app.command("pin")(pin.pin)
 
 
 @app.command("init")

@@ -121,7 +121,8 @@ def _pk(result: Any) -> int:
     return int(key[0])
 
 
-def _sqlite_engine(path: Path) -> Engine:
+def sqlite_engine(path: Path) -> Engine:
+    """A SQLite engine: WAL, durable commits, writers take the lock up front."""
     engine = create_engine(
         f"sqlite:///{path}",
         connect_args={"timeout": 5.0, "isolation_level": None, "check_same_thread": False},
@@ -155,7 +156,7 @@ class Store:
     def open(cls, path: Path) -> Store:
         """Open (creating if needed) the SQLite store at path."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(_sqlite_engine(path))
+        store = cls(sqlite_engine(path))
         store._init()
         return store
 
