@@ -13,6 +13,10 @@ moment hits both alike:
 The prior art polls every 60 s: 30 s mean latency (its theoretical floor, not measured).
 
     .venv/bin/python bench/artifact_wait.py [--trials 20] [--delay 3] [--out PATH]
+        [--release-rounds 3] [--release-delay 1]
+
+It then runs bench/release_depth.py's section in the same run: the wall time of a release of
+20 repositories at DAG depths 0, 1, 3 and 4 and of 4 repositories at depth 3 (see there).
 """
 
 from __future__ import annotations
@@ -109,6 +113,18 @@ def measure_waits(trials: int, delay: float) -> dict[str, list[dict[str, Any]]]:
 EXTRA_SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any] | None]] = {}
 
 
+def _release_depth(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The 20-repository release by DAG depth (bench/release_depth.py), in this same run."""
+    if args.release_rounds <= 0:
+        return None
+    import release_depth
+
+    return release_depth.measure(args.release_delay, args.release_rounds)
+
+
+EXTRA_SECTIONS["release_depth"] = _release_depth
+
+
 def summarise(results: dict[str, list[dict[str, Any]]], trials: int, delay: float,
               sections: dict[str, Any]) -> dict[str, Any]:
     """The JSON document."""
@@ -172,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=3.0,
                         help="seconds from the wait's start to the manifest PUT (3)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON result file")
+    parser.add_argument("--release-rounds", type=int, default=3,
+                        help="rounds of the release-by-depth section (0 skips it)")
+    parser.add_argument("--release-delay", type=float, default=1.0,
+                        help="seconds the CI hook takes to build an artifact in that section")
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error("--trials must be at least 1")

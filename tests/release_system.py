@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,49 +94,65 @@ class ReleaseSystem:
     gates: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, tmp: Path, *, gated: bool = False, extra_config: str = "",
+    def create(cls, tmp: Path, *, gated: bool | Collection[str] = False, extra_config: str = "",
                release_settings: str = "wait_timeout = \"60s\"\npoll = { initial = \"0.05s\", "
-                                       "max = \"0.2s\" }\n") -> ReleaseSystem:
-        """Build and publish everything; with `gated`, artifacts appear only when the test
-        creates `gates[name]`."""
+                                       "max = \"0.2s\" }\n",
+               files: dict[str, dict[str, str]] | None = None,
+               prepare: Callable[[str, Path], None] | None = None,
+               component_settings: dict[str, str] | None = None,
+               versions: dict[str, str] | None = None,
+               digests: dict[str, str] | None = None) -> ReleaseSystem:
+        """Build and publish everything; with `gated` (True: every component, or a set of
+        names), artifacts appear only when the test creates `gates[name]`.
+
+        Test variations: `files` adds or replaces files of a component at S; `prepare(name,
+        work_tree)` runs after `git add` and before S is committed (symlinks, gitlinks);
+        `component_settings` adds TOML lines to a component's table; `versions` sets its
+        version tag (default v1.0.0) and `digests` the digest the manifest records for it."""
         ws = tmp / "integration"
         system = cls(tmp, ws, ws / "registry")
-        for name, files in FILES.items():
+        tags = {n: (versions or {}).get(n, "v1.0.0") for n in FILES}
+        for name, base_files in FILES.items():
             bare = tmp / "remotes" / f"{name}.git"
             git.run(["init", "--quiet", "--bare", str(bare)])
             git.run(["symbolic-ref", "HEAD", "refs/heads/main"], bare)
             system.remotes[name] = bare
             src = tmp / "src" / name
             git.run(["clone", "--quiet", str(bare), str(src)])
-            for rel, text in files.items():
+            for rel, text in {**base_files, **(files or {}).get(name, {})}.items():
+                (src / rel).parent.mkdir(parents=True, exist_ok=True)
                 (src / rel).write_text(text)
             git.run(["add", "--all"], src)
-            git.run(["commit", "--quiet", "-m", f"{name} 1.0.0"], src)
-            git.run(["tag", "-a", "v1.0.0", "-m", "v1.0.0"], src)
-            git.run(["push", "--quiet", "origin", "HEAD:refs/heads/main", "refs/tags/v1.0.0"],
-                    src)
+            if prepare is not None:
+                prepare(name, src)
+            git.run(["commit", "--quiet", "-m", f"{name} {tags[name]}"], src)
+            git.run(["tag", "-a", tags[name], "-m", tags[name]], src)
+            git.run(["push", "--quiet", "origin", "HEAD:refs/heads/main",
+                     f"refs/tags/{tags[name]}"], src)
             system.sources[name] = git.out(["rev-parse", "HEAD"], src)
         comps = "".join(
             f'[components.{n}]\nurl = "../remotes/{n}.git"\nimage = "{REGISTRY}/demo/{n}"\n'
-            f'tag_transform = "{TRANSFORM[n]}"\ndepends_on = {DEPS[n]!r}\n\n'.replace("'", '"')
+            f'tag_transform = "{TRANSFORM[n]}"\ndepends_on = {DEPS[n]!r}\n'.replace("'", '"')
+            + (component_settings or {}).get(n, "") + "\n"
             for n in FILES)
         config = (
             f"{comps}[[stages]]\nname = \"check\"\ncommand = [\"true\"]\ntimeout = 60\n\n"
             f"[release]\n{release_settings}\n"
             f"[registries.\"{REGISTRY}\"]\nlayout = \"registry/\"\n{PINS}{extra_config}")
-        manifest = render_new({"default": {n: Pin("v1.0.0", sha)
-                                           for n, sha in system.sources.items()}})
+        manifest = render_new({"default": {
+            n: Pin(tags[n], sha, (digests or {}).get(n)) for n, sha in system.sources.items()}})
         remote = tmp / "remotes" / "integration.git"
         git.run(["init", "--quiet", "--bare", str(remote)])
         init(ws, remote_url=str(remote), config_text=config, manifest_text=manifest)
         git.run(["tag", "-a", INTEGRATION_TAG, "-m", "integration release"], ws)
         git.run(["push", "--quiet", "origin", f"refs/tags/{INTEGRATION_TAG}"], ws)
+        gated_names = set(FILES) if gated is True else set(gated or ())
         for name, bare in system.remotes.items():
             gate = tmp / "gates" / name
             system.gates[name] = gate
             install_hook(bare, ArtifactHook(repository=f"demo/{name}", layout_root=system.layout,
                                             tag_transform=TRANSFORM[name], delay=0.0,
-                                            gate=gate if gated else None))
+                                            gate=gate if name in gated_names else None))
         return system
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

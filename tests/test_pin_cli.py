@@ -126,3 +126,23 @@ def test_dot_segments_are_normalised_inside(repo: Path) -> None:
     proc = run(repo / "chart", "--image", "nginx=1.27", "./../chart/../Dockerfile")
     assert proc.returncode == 0, proc.stderr
     assert "Dockerfile:3  1.25 → 1.27" in proc.stdout
+
+
+def test_digest_from_the_workspace_registry(repo: Path) -> None:
+    """`--digest` asks the registry `[registries]` names (here an OCI layout directory), and a
+    tag the registry lacks is a one-line error that writes nothing."""
+    from lockstep import ocilayout
+
+    (repo / "lockstep.toml").write_text('[registries."demo.local"]\nlayout = "oci"\n')
+    # A fetched digest replaces an existing one (a stale digest would override the tag).
+    (repo / "Dockerfile").write_bytes(f"FROM demo.local/demo/app:0.9@{DIGEST} AS app\n".encode())
+    desc = ocilayout.write_image(repo / "oci", "demo/app", "1.0", {"app/VERSION": b"1.0\n"})
+    proc = run(repo, "--digest", "--image", "demo.local/demo/app=1.0", "Dockerfile")
+    assert proc.returncode == 0, proc.stderr
+    assert (repo / "Dockerfile").read_bytes() == (
+        f"FROM demo.local/demo/app:1.0@{desc.digest} AS app\n".encode())
+    before = snapshot(repo)
+    proc = run(repo, "--digest", "--image", "demo.local/demo/app=2.0", "Dockerfile")
+    assert proc.returncode == 2
+    assert "demo.local/demo/app:2.0 is not in registry demo.local" in proc.stderr
+    assert snapshot(repo) == before

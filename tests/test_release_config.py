@@ -69,7 +69,7 @@ def test_the_spec_example_parses_with_its_defaults() -> None:
     ('[components.x]\nurl = "https://u:pw@h.example/x.git"\n', "components.x.url",
      "holds a password"),
     ('[components.x]\nurl = "http://git.example.com/x.git"\n', "components.x.url",
-     "plain http only to loopback"),
+     "plain http is allowed only to loopback"),
     ('[components.x]\nurl = "https://git.example.com/acme/console.git"\n', "components.x.url",
      "same URL as component 'console'"),
     ('[components.x]\nurl = "x.git"\nimage = "Foo/Bar"\n', "components.x.image", "invalid"),

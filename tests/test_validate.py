@@ -193,8 +193,9 @@ def test_an_unreachable_component_is_a_failure_with_gits_cause(
     code, _, err = invoke(system, ["manifest", "validate", "--remote"], capsys)
     assert code == 1
     gone = system.root / "remotes" / "gone.git"
-    assert err.startswith(f"error: TransportError: cannot list the refs of beta {gone}: "
-                          f"fatal: '{gone}' does not appear to be a git repository (check the "
+    # One line per URL tried, as git said it, then the hint (release.md §4.2's format).
+    assert err.startswith(f"error: TransportError: cannot list the refs of beta\n  {gone}: "
+                          f"fatal: '{gone}' does not appear to be a git repository\n  (check the "
                           "URLs")
     assert "and the repository exists" not in err
 

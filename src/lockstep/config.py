@@ -11,17 +11,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from lockstep import names
 from lockstep.errors import ConfigError, DependencyCycleError, UsageError, ValidationError
 from lockstep.release_config import (
     GitHostSettings,
+    Identity,
     ImageSpec,
     PinConfig,
     RegistrySettings,
     ReleaseSettings,
+    StrictModel,
     TagTransform,
     check_url,
 )
@@ -48,8 +50,7 @@ def _argv(v: list[str]) -> list[str]:
     return v
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Model = StrictModel
 
 
 class Integration(_Model):
@@ -80,21 +81,6 @@ class Integration(_Model):
         except (KeyError, ValueError, IndexError) as exc:
             raise ValueError(f"only {{year}}, {{month}} and {{n}} may appear ({exc})") from None
         names.ref_name(sample, "tag format")
-        return v
-
-
-class Identity(_Model):
-    """The author, committer and tagger of the commits and tags lockstep makes."""
-
-    name: str = "lockstep"
-    email: str = "lockstep@localhost"
-
-    @field_validator("name", "email")
-    @classmethod
-    def _ident(cls, v: str) -> str:
-        # git refuses an empty ident and these characters in one: a landing would fail forever.
-        if not v.strip() or any(c in v for c in "<>\n\r\0"):
-            raise ValueError("must be non-empty, without '<', '>' or line breaks")
         return v
 
 
@@ -379,12 +365,13 @@ def _first_cycle(graph: dict[str, list[str]], start: str) -> list[str] | None:
 def _check_release(cfg: Config) -> None:
     """Cross-table rules of the release tables (spec/release.md §2)."""
     urls: dict[str, str] = {}
+    insecure = [*cfg.release.insecure_hosts, *(h for h, s in cfg.git.items() if s.insecure)]
     for name, comp in cfg.components.items():
         for key, url in (("url", comp.url), ("ssh_url", comp.ssh_url)):
             if url is None:
                 continue
             try:
-                check_url(url, cfg.release.insecure_hosts)
+                check_url(url, insecure)
             except ValueError as exc:
                 raise ValueError(f"components.{name}.{key}: {exc}") from None
         if comp.url in urls:

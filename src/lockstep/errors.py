@@ -25,6 +25,10 @@ class LockstepError(Exception):
         text = self.message if not self.hint else f"{self.message} ({self.hint})"
         return " ".join(text.split())
 
+    def shown(self) -> str:
+        """What the CLI prints after `error: `: one line, unless the error's lines matter."""
+        return self.one_line()
+
 
 class UsageError(LockstepError):
     """Bad input: an argument, a config file or a name; nothing was changed."""
@@ -69,6 +73,11 @@ class NamedError(LockstepError):
 
 class TransportError(NamedError, GitError):
     """Every URL of a repository failed; the message shows each cause, redacted."""
+
+    def shown(self) -> str:
+        """The action, then one line per URL with its cause (as git printed it), then the hint."""
+        hint = f"\n  ({self.hint})" if self.hint else ""
+        return f"{type(self).__name__}: {self.message}{hint}"
 
 
 class PlanError(NamedError, UsageError):

@@ -3,16 +3,22 @@ each component's artifact (`image`/`images` with `tag_transform`), as in spec/re
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import string
-from typing import Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-from lockstep import imageref, names
-from lockstep.errors import ValidationError
+from lockstep import imageref, names, tagtransform
+from lockstep.errors import ConfigError
+from lockstep.transport import urls
 
 DEFAULT_RELEASE_TAG = "{version}"
 RELEASE_TAG_FIELDS = frozenset({"version", "component"})
@@ -24,7 +30,9 @@ _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Every table of lockstep.toml: unknown keys are errors, values are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -42,6 +50,18 @@ def duration(value: object) -> float:
             h, mi, s, ms = (float(g) if g else 0.0 for g in m.groups())
             return h * 3600 + mi * 60 + s + ms / 1000
     raise ValueError(f"{value!r} is not a duration; write e.g. '30s', '10m', '1h' or seconds")
+
+
+def positive_duration(value: object) -> float:
+    """A duration that must be above zero (poll intervals, timeouts)."""
+    d = duration(value)
+    if d <= 0:
+        raise ValueError("must be positive")
+    return d
+
+
+Duration = Annotated[float, BeforeValidator(duration)]
+PositiveDuration = Annotated[float, BeforeValidator(positive_duration)]
 
 
 def template_fields(template: str, allowed: frozenset[str], what: str) -> str:
@@ -63,7 +83,7 @@ def _env_name(v: str | None) -> str | None:
     return v
 
 
-class PatternTransform(_Model):
+class PatternTransform(StrictModel):
     """`{ pattern = "^v(.+)$", replace = "\\1" }`: a full-match regex rewrite of the tag."""
 
     pattern: str
@@ -83,27 +103,13 @@ TagTransform = Literal["none", "strip-v", "helm-oci"] | PatternTransform
 
 
 def transform_tag(transform: TagTransform, tag: str) -> str:
-    """The image tag for a git tag; ValidationError when a pattern does not match or the result
-    is not an OCI tag."""
-    if transform == "strip-v":
-        out = tag[1:] if tag.startswith("v") else tag
-    elif transform == "helm-oci":
-        out = tag.replace("+", "_")
-    elif isinstance(transform, PatternTransform):
-        m = re.fullmatch(transform.pattern, tag)
-        if m is None:
-            raise ValidationError(f"tag {tag!r} does not match tag_transform pattern "
-                                  f"{transform.pattern!r}", "fix the pattern or the release tag")
-        out = m.expand(transform.replace)
-    else:
-        out = tag
-    if not imageref.image_tag_valid(out):
-        raise ValidationError(f"image tag {out!r} (from git tag {tag!r}) is not a valid OCI tag",
-                              "use tag_transform (e.g. 'helm-oci' turns '+' into '_')")
-    return out
+    """The image tag for a git tag (lockstep.tagtransform.apply on the parsed setting)."""
+    parsed = ((transform.pattern, transform.replace) if isinstance(transform, PatternTransform)
+              else transform)
+    return tagtransform.apply(parsed, tag)
 
 
-class ImageSpec(_Model):
+class ImageSpec(StrictModel):
     """One artifact of a component: an image and how its tag derives from the release tag."""
 
     image: str
@@ -123,37 +129,21 @@ class ImageSpec(_Model):
         return imageref.parse(self.image)
 
 
-class Poll(_Model):
+class Poll(StrictModel):
     """Polling backoff bounds (seconds)."""
 
-    initial: float = 0.5
-    max: float = 10.0
-
-    @field_validator("initial", "max", mode="before")
-    @classmethod
-    def _d(cls, v: object) -> float:
-        d = duration(v)
-        if d <= 0:
-            raise ValueError("must be positive")
-        return d
+    initial: PositiveDuration = 0.5
+    max: PositiveDuration = 10.0
 
 
-class GitTimeout(_Model):
+class GitTimeout(StrictModel):
     """Timeouts of git children: lookups (ls-remote) and transfers (fetch, push)."""
 
-    lookup: float = 30.0
-    transfer: float = 300.0
-
-    @field_validator("lookup", "transfer", mode="before")
-    @classmethod
-    def _d(cls, v: object) -> float:
-        d = duration(v)
-        if d <= 0:
-            raise ValueError("must be positive")
-        return d
+    lookup: PositiveDuration = 30.0
+    transfer: PositiveDuration = 300.0
 
 
-class Notifications(_Model):
+class Notifications(StrictModel):
     """Where lockstep listens for the registry's push notifications."""
 
     listen: str = "127.0.0.1:5081"
@@ -177,7 +167,7 @@ class Notifications(_Model):
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"listen {self.listen!r} must be HOST:PORT")
-        if not _is_loopback(host) and self.token_env is None:
+        if not urls.is_loopback(host) and self.token_env is None:
             raise ValueError(f"listen {self.listen!r} is not a loopback address: token_env is "
                              "required so only the registry can wake the waits")
         return self
@@ -189,13 +179,13 @@ class Notifications(_Model):
         return host.strip("[]"), int(port)
 
 
-class ReleaseSettings(_Model):
+class ReleaseSettings(StrictModel):
     """`[release]`: the release tag template and the run's limits."""
 
     tag: str = DEFAULT_RELEASE_TAG
-    identity: ReleaseIdentity | None = None
+    identity: Identity | None = None
     jobs: int = Field(default=8, ge=1, le=64)
-    wait_timeout: float = 3600.0
+    wait_timeout: Duration = 3600.0
     poll: Poll = Field(default_factory=Poll)
     git_timeout: GitTimeout = Field(default_factory=GitTimeout)
     notifications: Notifications | None = None
@@ -208,27 +198,23 @@ class ReleaseSettings(_Model):
         names.release_tag(v.format(version="v1.2.3", component="app"), "release tag template")
         return v
 
-    @field_validator("wait_timeout", mode="before")
-    @classmethod
-    def _wait(cls, v: object) -> float:
-        return duration(v)
 
+class Identity(StrictModel):
+    """The author, committer and tagger of the commits and tags lockstep makes."""
 
-class ReleaseIdentity(_Model):
-    """Author, committer and tagger of release objects."""
-
-    name: str
-    email: str
+    name: str = "lockstep"
+    email: str = "lockstep@localhost"
 
     @field_validator("name", "email")
     @classmethod
     def _ident(cls, v: str) -> str:
+        # git refuses an empty ident and these characters in one: a landing would fail forever.
         if not v.strip() or any(c in v for c in "<>\n\r\0"):
             raise ValueError("must be non-empty, without '<', '>' or line breaks")
         return v
 
 
-class _HostAuth(_Model):
+class _HostAuth(StrictModel):
     username_env: str | None = None
     password_env: str | None = None
     ca_file: str | None = None
@@ -267,7 +253,7 @@ class GitHostSettings(_HostAuth):
     """`[git."host[:port]"]`: credentials and CA for one git host, never in a URL."""
 
 
-class PinConfig(_Model):
+class PinConfig(StrictModel):
     """`[[pins]]`: one reference to a component's artifact in a file of another (or its own)."""
 
     repo: str
@@ -336,40 +322,11 @@ class PinConfig(_Model):
 
 
 def check_url(url: str, insecure_hosts: list[str]) -> None:
-    """Spec §7's URL rules; ValueError on a refused one."""
-    if url.startswith("-") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", url):
-        raise ValueError(f"URL {url!r} is refused: no leading '-' and no '<transport>::' forms")
-    parts = urlsplit(url)
-    if parts.scheme:
-        if parts.scheme not in ("https", "ssh", "file", "http", "git"):
-            raise ValueError(f"URL {url!r}: scheme {parts.scheme!r} is not allowed "
-                             "(https, ssh, file; http and git to loopback only)")
-        if parts.password is not None:
-            raise ValueError(f"URL {_redacted(url)} holds a password: put credentials in "
-                             '[git."host"] username_env / password_env')
-        if parts.scheme in ("http", "git"):
-            host = parts.hostname or ""
-            if not _is_loopback(host) and host not in insecure_hosts:
-                raise ValueError(f"URL {url!r}: plain {parts.scheme} only to loopback or a "
-                                 "host listed in release.insecure_hosts")
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return parts._replace(netloc=f"{user}{host}{port}").geturl()
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
+    """Spec §7's URL rules (the transport's own parser); ValueError on a refused one."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        urls.parse(url, insecure_hosts)
+    except ConfigError as exc:
+        raise ValueError(f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
 
 
 ReleaseSettings.model_rebuild()

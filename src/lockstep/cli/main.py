@@ -73,7 +73,7 @@ def run(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="lockstep", standalone_mode=False)
     except LockstepError as exc:
-        sys.stderr.write(f"error: {exc.one_line()}\n")
+        sys.stderr.write(f"error: {exc.shown()}\n")
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # typer's own usage errors (it vendors click)
         if type(exc).__name__ == "NoArgsIsHelpError":

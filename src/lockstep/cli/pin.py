@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lockstep.cli.common import JsonOpt, console, info, print_json
-from lockstep.errors import UsageError
+from lockstep.cli.common import JsonOpt, WorkspaceOpt, console, info, print_json
+from lockstep.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from lockstep.pinning.model import FilePlan, Kind, NewValue, PinSpec
@@ -98,13 +98,44 @@ def _diff(shown: str, old: bytes, new: bytes) -> str:
     return "".join(out)
 
 
+def _registry_digests(images: list[tuple[str, str, str | None]],
+                      ws_dir: Path) -> list[tuple[str, str, str | None]]:
+    """Fill in each image's digest from its registry (`--digest`), as `release cut` reads
+    registries: `[registries."host"]` of the workspace's lockstep.toml when there is one."""
+    from lockstep import config as config_mod
+    from lockstep import imageref
+    from lockstep.release.artifacts import Artifacts
+
+    root = ws_dir.resolve()
+    has_config = (root / config_mod.CONFIG_FILE).is_file()
+    cfg = config_mod.load(root) if has_config else config_mod.parse("")
+    registries = Artifacts(cfg, root)
+    out: list[tuple[str, str, str | None]] = []
+    try:
+        for name, tag, digest in images:
+            if digest is None:
+                ref = imageref.parse(name)
+                answer = registries.source(ref.registry).check(ref.repository, tag,
+                                                               first_or_last=True)
+                if not answer.found or answer.digest is None:
+                    raise NotFoundError(
+                        f"{name}:{tag} is not in registry {ref.registry} ({answer.detail})",
+                        "check the name and tag, or give the digest: --image NAME=TAG@sha256:…")
+                digest = answer.digest
+            out.append((name, tag, digest))
+    finally:
+        registries.close()
+    return out
+
+
 def pin(
     files: Annotated[list[str], typer.Argument(help="Files to pin.", show_default=False)],
     image: Annotated[list[str], typer.Option(
         "--image", help="NAME=TAG[@sha256:…]: the image as written in the files (repeatable).",
         show_default=False)],
     digest: Annotated[bool, typer.Option(
-        "--digest", help="Ask the registry for the tag's digest.")] = False,
+        "--digest", help="Ask the registry for each tag's digest ([registries] of the "
+        "lockstep.toml in -C DIR, when there is one).")] = False,
     add_digest: Annotated[bool, typer.Option(
         "--add-digest", help="Add the digest to references that have none.")] = False,
     max_matches: Annotated[int | None, typer.Option(
@@ -120,17 +151,17 @@ def pin(
         "--check", help="Change nothing; print a diff and exit 1 if anything would change.")
     ] = False,
     json_out: JsonOpt = False,
+    ws_dir: WorkspaceOpt = Path("."),
 ) -> None:
     """Pin image references in Dockerfiles, Helm values, Chart.yaml or any text file."""
     from lockstep.pinning import plan as pinplan
     from lockstep.pinning import safe_write
 
-    if digest:
-        raise UsageError("--digest (asking the registry) is not available yet",
-                         "give the digest yourself: --image NAME=TAG@sha256:…")
     if max_matches is not None and max_matches < 1:
         raise UsageError("--max-matches must be at least 1", "e.g. --max-matches 2")
     images = _parse_images(image)
+    if digest:
+        images = _registry_digests(images, ws_dir)
     targets = [safe_write.resolve(f) for f in files]
     plans: list[tuple[safe_write.Target, bytes, FilePlan, str]] = []
     for target in targets:

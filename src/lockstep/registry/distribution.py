@@ -7,7 +7,6 @@ cache and which repositories answered 200 (which makes a later `insufficient_sco
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import re
 import ssl
@@ -31,6 +30,7 @@ from lockstep.registry.auth import (
 )
 from lockstep.registry.source import Answer
 from lockstep.registry.transport import DeadlineTransport, deadline
+from lockstep.transport.urls import is_loopback
 
 log = logging.getLogger("lockstep.registry")
 
@@ -51,17 +51,6 @@ def clean(text: str, limit: int = 200) -> str:
     """Remote text made safe to show: control characters escaped, cut at `limit`."""
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.strip())
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (no port) is localhost or a loopback address."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

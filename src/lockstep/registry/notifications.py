@@ -19,7 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from lockstep.errors import ConfigError
-from lockstep.registry.distribution import MANIFEST_TYPES, clean, is_loopback
+from lockstep.registry.distribution import MANIFEST_TYPES, clean
+from lockstep.transport.urls import is_loopback
 
 log = logging.getLogger("lockstep.registry.notifications")
 

@@ -98,10 +98,20 @@ class Artifacts:
         return self.source(art.registry).check(art.repository, art.image_tag,
                                                first_or_last=True)
 
-    def wait(self, component: str, art: Artifact, cancel: threading.Event) -> Found:
-        """Wait for one artifact (notifications wake it; polling always runs)."""
+    def wait(self, component: str, art: Artifact, cancel: threading.Event,
+             tag_pushed: tuple[str, float] | None = None) -> Found:
+        """Wait for one artifact (notifications wake it; polling always runs). `tag_pushed`
+        (tag, epoch seconds) lets a timeout say how long ago the tag reached the remote."""
         release = self.cfg.release
         started = time.monotonic()
+
+        def note() -> str:
+            text = f"waited {time.monotonic() - started:.0f}s in this run"
+            if tag_pushed is not None:
+                ago = max(0.0, time.time() - tag_pushed[1])
+                text += f"; tag {tag_pushed[0]} pushed {ago / 60:.0f}m{ago % 60:02.0f}s ago"
+            return text
+
         misses = [0]
 
         def on_progress(p: Progress) -> None:
@@ -118,8 +128,7 @@ class Artifacts:
                 release.poll.initial, release.poll.max),
             notifications=self.notifications, registry=art.registry, cancel=cancel,
             progress=on_progress,
-            note=lambda: f"waited {time.monotonic() - started:.0f}s in this run; rerun to keep "
-                         "waiting")
+            note=note)
 
     @staticmethod
     def mismatch_hint(found: Found) -> str | None:

@@ -42,10 +42,15 @@ class Context:
     transport: Settings
     artifacts: Artifacts
     jobs: threading.BoundedSemaphore
+    jobs_limit: int
     cancel: threading.Event = field(default_factory=threading.Event)
     digests: dict[str, dict[str, str | None]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Validation already read these in this run: the source was found reachable and the tag
+    # looked up (peeled commit or None); resolve records them instead of reading again.
+    resolved: dict[str, str | None] = field(default_factory=dict)
+    remotes: dict[str, Remote] = field(default_factory=dict)
 
     def cache(self, name: str) -> Path:
         """The component's bare release cache (scratch: rebuilt freely)."""
@@ -76,13 +81,19 @@ class ComponentRun:
         self.recording = record
         comp = ctx.cfg.components[node.name]
         hint = self._observed("resolve").get("transport_url")
-        urls = [absolute_url(u, ctx.ws.root) for u in (comp.url, comp.ssh_url) if u]
-        self.remote = Remote(node.name, urls, ctx.transport, prefer=hint)
+        with ctx.lock:
+            remote = ctx.remotes.get(node.name)
+            if remote is None:
+                urls = [absolute_url(u, ctx.ws.root) for u in (comp.url, comp.ssh_url) if u]
+                remote = Remote(node.name, urls, ctx.transport, prefer=hint)
+                ctx.remotes[node.name] = remote
+        self.remote = remote
         self.cache = ctx.cache(node.name)
         self.target = node.source
         self.tree: str | None = None
         self.edits: list[dict[str, Any]] = []
         self.remote_tag: str | None = None
+        self._attempts_seen = 0  # remote attempts already journaled by this run
 
     # -- journal helpers --------------------------------------------------------------------
 
@@ -98,6 +109,13 @@ class ComponentRun:
         if observed is not None and state == "done":
             observed = {**observed, "transport": self.remote.transport,
                         "transport_url": self.remote.preferred}
+            # §4.2's note: each URL that failed over to the next, with its redacted cause.
+            failed = [{"url": a.url, "action": a.action, "seconds": round(a.seconds, 3),
+                       "cause": a.cause} for a in self.remote.attempts[self._attempts_seen:]
+                      if a.verdict is not None]
+            self._attempts_seen = len(self.remote.attempts)
+            if failed:
+                observed["fallbacks"] = failed
         self.ctx.journal.record(p.version, p.configuration, self.node.name, step, state,
                                 self.ctx.run_id, intent, observed)
 
@@ -124,8 +142,17 @@ class ComponentRun:
     def resolve(self) -> None:
         """S reachable from the remote's refs (§4.1 Source); T looked up."""
         node = self.node
-        self._source_reachable()
-        found = self._lookup_tag()
+        with self.ctx.lock:
+            known = node.name in self.ctx.resolved
+            found = self.ctx.resolved.get(node.name)
+        if known:
+            self.remote_tag = found
+        else:
+            self._source_reachable()
+            found = self._lookup_tag()
+            if not self.recording:
+                with self.ctx.lock:
+                    self.ctx.resolved[node.name] = found
         self._done("resolve", {"source": node.source, "tag": node.tag, "remote_tag": found})
 
     def _source_reachable(self) -> None:
@@ -214,6 +241,8 @@ class ComponentRun:
         tree) is left to the tag step; the parent and the release trailer are checked now."""
         if self.tree is None:
             return commit == self.node.source
+        if commit == self.node.source:
+            return False  # the pins change S's tree: a tag at S lacks them
         if not any(self.ctx.cfg.pins[i].digest for i in self.node.pin_indexes):
             return self._acceptable(commit)
         self._fetch_seen(commit)
@@ -229,9 +258,13 @@ class ComponentRun:
                               what=f"fetch {tag}")
 
     def conflict(self, found: str) -> TagConflictError:
+        # Planning computes the pinned tree but not the pin commit: name its parent S then.
+        expected = (f"a pin commit on {self.node.source}"
+                    if self.tree is not None and self.target == self.node.source
+                    else self.target)
         return TagConflictError(
             f"tag {self.node.tag} in {self.node.name} points at {found}, the release expects "
-            f"{self.target}", "delete the tag if it is wrong, or release another version")
+            f"{expected}", "delete the tag if it is wrong, or release another version")
 
     def tag(self) -> None:
         """Reuse a remote T at the target; else create the annotated tag in the cache."""
@@ -313,9 +346,13 @@ class ComponentRun:
         self._record("wait", "started", intent={"images": [a.reference
                                                            for a in node.artifacts]})
         digests: dict[str, str | None] = {}
+        p = self.ctx.plan
+        pushes = [e for e in self.ctx.journal.entries(p.version, p.configuration, node.name)
+                  if e.step == "push" and e.state == "done"]
+        pushed = (node.tag, pushes[0].at) if pushes else None
         for art in node.artifacts:
             try:
-                found = self.ctx.artifacts.wait(node.name, art, self.ctx.cancel)
+                found = self.ctx.artifacts.wait(node.name, art, self.ctx.cancel, pushed)
             except WaitCancelled:
                 raise Interrupted(node.name) from None
             digests[art.image] = found.digest

@@ -126,6 +126,8 @@ def build(ws: Workspace, cfg: Config, *, configuration: str, manifest_ref: str |
           version: str | None) -> Plan:
     """The plan from configuration and manifest alone; every name, tag and image validated."""
     names.configuration_name(configuration)
+    if version is not None:  # before any git command (spec §7)
+        names.release_tag(version, "release version")
     integration_tag: str | None
     if manifest_ref is None:
         integration_tag, commit = newest_integration_tag(ws)

@@ -57,7 +57,8 @@ def make_context(ws: Workspace, cfg: Config, plan: Plan, journal: Journal, *, st
         identity=identity(cfg, started_at),
         transport=transport_settings.from_config(cfg, ws.root),
         artifacts=Artifacts(cfg, ws.root, progress=progress),
-        jobs=threading.BoundedSemaphore(jobs or cfg.release.jobs))
+        jobs=threading.BoundedSemaphore(jobs or cfg.release.jobs),
+        jobs_limit=jobs or cfg.release.jobs)
 
 
 def preview(ctx: Context, *, check_artifacts: bool) -> list[Preview]:
@@ -67,34 +68,46 @@ def preview(ctx: Context, *, check_artifacts: bool) -> list[Preview]:
     plan = ctx.plan
     for node in plan.nodes.values():
         ctx.digests[node.name] = {a.image: pins_mod.DIGEST_PLACEHOLDER for a in node.artifacts}
-    out = []
-    for level in plan.levels:
-        for name in level:
-            node = plan.nodes[name]
-            run = ComponentRun(ctx, node, record=False)
-            run.resolve()
-            run.pin()
-            state = "absent → create"
-            if run.remote_tag is not None:
-                if run.acceptable_at_plan(run.remote_tag):
-                    state = "present at target → reuse"
-                else:
-                    raise run.conflict(run.remote_tag)
-            arts = []
-            for art in node.artifacts:
-                entry: dict[str, Any] = {"image": art.reference, "registry": art.registry}
-                if check_artifacts:
-                    try:
-                        answer = ctx.artifacts.check_once(art)
-                        entry["state"] = "present" if answer.found else "absent"
-                        entry["digest"] = answer.digest
-                        entry["detail"] = answer.detail
-                    except LockstepError as exc:
-                        entry["state"] = f"error: {exc.one_line()}"
-                arts.append(entry)
-            out.append(Preview(name, node.level, node.source, node.tag, state,
-                               run.remote.transport, run.edits, run.tree is not None, arts))
-    return out
+    order = [name for level in plan.levels for name in level]
+    # Components are independent here (placeholder digests), so they are checked concurrently;
+    # the first error in plan order is the one reported.
+    with cf.ThreadPoolExecutor(max_workers=min(len(order) or 1, ctx.jobs_limit),
+                               thread_name_prefix="plan") as pool:
+        futures = {name: pool.submit(_preview_one, ctx, name, check_artifacts)
+                   for name in order}
+        cf.wait(futures.values())
+    for name in order:
+        exc = futures[name].exception()
+        if exc is not None:
+            raise exc
+    return [futures[name].result() for name in order]
+
+
+def _preview_one(ctx: Context, name: str, check_artifacts: bool) -> Preview:
+    node = ctx.plan.nodes[name]
+    run = ComponentRun(ctx, node, record=False)
+    run.resolve()
+    run.pin()
+    state = "absent → create"
+    if run.remote_tag is not None:
+        if run.acceptable_at_plan(run.remote_tag):
+            state = "present at target → reuse"
+        else:
+            raise run.conflict(run.remote_tag)
+    arts = []
+    for art in node.artifacts:
+        entry: dict[str, Any] = {"image": art.reference, "registry": art.registry}
+        if check_artifacts:
+            try:
+                answer = ctx.artifacts.check_once(art)
+                entry["state"] = "present" if answer.found else "absent"
+                entry["digest"] = answer.digest
+                entry["detail"] = answer.detail
+            except LockstepError as exc:
+                entry["state"] = f"error: {exc.one_line()}"
+        arts.append(entry)
+    return Preview(name, node.level, node.source, node.tag, state, run.remote.transport,
+                   run.edits, run.tree is not None, arts)
 
 
 @dataclass
@@ -132,8 +145,8 @@ def execute(ctx: Context, *, fail_fast: bool = False) -> Outcome:
             running: dict[cf.Future[None], str] = {}
             while pending or running:
                 for name, node in sorted(pending.items()):
-                    bad = [d for d in node.deps if d in outcome.failed or d in outcome.blocked
-                           or d in outcome.interrupted]
+                    # An interrupted dependency blocks nothing: its dependents stay pending.
+                    bad = [d for d in node.deps if d in outcome.failed or d in outcome.blocked]
                     if bad:
                         outcome.blocked[name] = f"dependency {bad[0]} did not finish"
                         del pending[name]

@@ -15,7 +15,8 @@ def component_status(name: str, node: dict[str, Any], entries: list[Entry],
         "component": name, "level": node["level"], "step": None, "state": "pending",
         "tag": node["tag"], "source": node["source"], "pin_commit": None, "transport": None,
         "images": [f"{a['image']}:{a['image_tag']}" for a in node["artifacts"]],
-        "digests": {}, "waited_seconds": 0.0, "advance_warning": None, "error": None}
+        "digests": {}, "waited_seconds": 0.0, "advance_warning": None, "error": None,
+        "notes": []}
     wait_started: float | None = None
     for e in entries:
         info["step"] = e.step
@@ -26,6 +27,9 @@ def component_status(name: str, node: dict[str, Any], entries: list[Entry],
         info["error"] = None
         if e.observed.get("transport"):
             info["transport"] = e.observed["transport"]
+        info["notes"] += [f"{f['action']}: {f['url']} failed in {f['seconds']:.1f}s "
+                          f"({f['cause']}); tried the next URL"
+                          for f in e.observed.get("fallbacks", [])]
         if e.step == "commit" and e.state == "done":
             info["pin_commit"] = e.observed.get("pin_commit")
         if e.step == "advance" and e.state == "skipped":
@@ -81,6 +85,7 @@ def render(status: dict[str, Any]) -> list[str]:
         lines.append(f"level {c['level']}  {c['component']:<14} {c['state']:<8} "
                      f"step {c['step'] or '-':<8} tag {c['tag']} src {c['source'][:12]}"
                      f"{pin}{via}{digests}")
+        lines += [f"    note: {n}" for n in c.get("notes", [])]
         if c["advance_warning"]:
             lines.append(f"    warning: {c['advance_warning']}")
         if c["error"]:

@@ -54,7 +54,7 @@ class GitUrl:
 def is_loopback(host: str) -> bool:
     """localhost or a loopback address (127.0.0.0/8, ::1)."""
     host = host.strip("[]").lower()
-    if host == "localhost":
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
