@@ -20,30 +20,58 @@ REGISTRY = "registry.local"
 INTEGRATION_TAG = "v2026.11.1"
 LOCKSTEP = [sys.executable, "-m", "lockstep"]
 
-FILES: dict[str, dict[str, str]] = {
-    "console": {"README": "console\n"},
-    "base": {"README": "base\n"},
-    "platform": {
-        "Dockerfile": (
-            "# syntax=docker/dockerfile:1\n"
-            "ARG BASE_TAG=0.9.0\n"
-            f"FROM --platform=$BUILDPLATFORM {REGISTRY}/demo/console:0.9.0 AS console\n"
-            f"FROM {REGISTRY}/demo/base:${{BASE_TAG}}\n"
-            "COPY --from=console /app /console\n"
-        ),
-        "values.yaml": (
-            "# platform chart values\n"
-            "console:\n"
-            "  image:\n"
-            f"    repository: {REGISTRY}/demo/console  # the UI\n"
-            '    tag: "0.9.0"\n'
-        ),
-    },
-    "chart": {
-        "Chart.yaml": "apiVersion: v2\nname: chart\nversion: 0.9.0\nappVersion: \"0.9.0\"\n",
-        "values.yaml": f"image:\n  repository: {REGISTRY}/demo/platform\n  tag: v0.9.0\n",
-    },
-}
+def files(reg: str = REGISTRY) -> dict[str, dict[str, str]]:
+    """Each repository's files at its manifest commit; images in registry `reg`."""
+    return {
+        "console": {"README": "console\n"},
+        "base": {"README": "base\n"},
+        "platform": {
+            "Dockerfile": (
+                "# syntax=docker/dockerfile:1\n"
+                "ARG BASE_TAG=0.9.0\n"
+                f"FROM --platform=$BUILDPLATFORM {reg}/demo/console:0.9.0 AS console\n"
+                f"FROM {reg}/demo/base:${{BASE_TAG}}\n"
+                "COPY --from=console /app /console\n"),
+            "values.yaml": (
+                "# platform chart values\n"
+                "console:\n"
+                "  image:\n"
+                f"    repository: {reg}/demo/console  # the UI\n"
+                '    tag: "0.9.0"\n'),
+        },
+        "chart": {
+            "Chart.yaml": 'apiVersion: v2\nname: chart\nversion: 0.9.0\nappVersion: "0.9.0"\n',
+            "values.yaml": f"image:\n  repository: {reg}/demo/platform\n  tag: v0.9.0\n",
+        },
+    }
+
+
+def pinned(reg: str = REGISTRY) -> dict[str, dict[str, str]]:
+    """The exact bytes of every file a pin changes, after the release."""
+    return {
+        "platform": {
+            "Dockerfile": (
+                "# syntax=docker/dockerfile:1\n"
+                "ARG BASE_TAG=2026.11.1\n"
+                f"FROM --platform=$BUILDPLATFORM {reg}/demo/console:2026.11.1 AS console\n"
+                f"FROM {reg}/demo/base:${{BASE_TAG}}\n"
+                "COPY --from=console /app /console\n"),
+            "values.yaml": (
+                "# platform chart values\n"
+                "console:\n"
+                "  image:\n"
+                f"    repository: {reg}/demo/console  # the UI\n"
+                '    tag: "2026.11.1"\n'),
+        },
+        "chart": {
+            "Chart.yaml": ('apiVersion: v2\nname: chart\nversion: v2026.11.1\n'
+                           'appVersion: "v2026.11.1"\n'),
+            "values.yaml": f"image:\n  repository: {reg}/demo/platform\n  tag: v2026.11.1\n",
+        },
+    }
+
+
+FILES = files()
 DEPS = {"console": [], "base": [], "platform": ["console", "base"], "chart": ["platform"]}
 TRANSFORM = {"console": "strip-v", "base": "strip-v", "platform": "none", "chart": "none"}
 PINS = """

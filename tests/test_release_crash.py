@@ -53,6 +53,9 @@ def test_a_crash_at_each_step_is_repaired_by_the_rerun(tmp_path: Path, point: st
     assert _rows(s) == rows
     assert (s.remote_tag("base") == s.sources["base"]) is base_tagged
     assert all(s.remote_tag(n) is None for n in ("console", "platform", "chart"))
+    # No commit reached any remote, and no artifact exists yet (the CI builds are gated).
+    assert {n: s.commit_count(n) for n in s.remotes} == counts
+    assert not (s.layout / "demo").exists() or not any((s.layout / "demo").iterdir())
 
     for gate in s.gates.values():
         gate.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +76,8 @@ def test_a_crash_during_the_wait_resumes_waiting(tmp_path: Path) -> None:
     first = waiting[0][0]
     assert s.remote_tag(first) == s.sources[first]
     assert s.remote_tag("platform") is None and s.remote_tag("chart") is None
+    assert {n: s.commit_count(n) for n in s.remotes} == counts
+    assert not (s.layout / "demo" / first / "index.json").exists(), "artifact before its gate"
 
     for gate in s.gates.values():
         gate.parent.mkdir(parents=True, exist_ok=True)

@@ -10,26 +10,9 @@ from pathlib import Path
 import pytest
 
 from lockstep import git
-from tests.release_system import INTEGRATION_TAG, ReleaseSystem
+from tests.release_system import INTEGRATION_TAG, ReleaseSystem, pinned
 
 pytestmark = pytest.mark.slow
-
-PLATFORM_DOCKERFILE = (
-    "# syntax=docker/dockerfile:1\n"
-    "ARG BASE_TAG=2026.11.1\n"
-    "FROM --platform=$BUILDPLATFORM registry.local/demo/console:2026.11.1 AS console\n"
-    "FROM registry.local/demo/base:${BASE_TAG}\n"
-    "COPY --from=console /app /console\n"
-)
-PLATFORM_VALUES = (
-    "# platform chart values\n"
-    "console:\n"
-    "  image:\n"
-    "    repository: registry.local/demo/console  # the UI\n"
-    '    tag: "2026.11.1"\n'
-)
-CHART = 'apiVersion: v2\nname: chart\nversion: v2026.11.1\nappVersion: "v2026.11.1"\n'
-CHART_VALUES = "image:\n  repository: registry.local/demo/platform\n  tag: v2026.11.1\n"
 
 
 def test_a_release_tags_waits_and_pins_in_dependency_order(tmp_path: Path) -> None:
@@ -56,10 +39,9 @@ def test_a_release_tags_waits_and_pins_in_dependency_order(tmp_path: Path) -> No
         pin = s.remote_tag(name)
         assert pin is not None and pin != s.sources[name]
         assert s.parents(name, pin) == [s.sources[name]]
-    assert s.show("platform", INTEGRATION_TAG, "Dockerfile") == PLATFORM_DOCKERFILE.rstrip("\n")
-    assert s.show("platform", INTEGRATION_TAG, "values.yaml") == PLATFORM_VALUES.rstrip("\n")
-    assert s.show("chart", INTEGRATION_TAG, "Chart.yaml") == CHART.rstrip("\n")
-    assert s.show("chart", INTEGRATION_TAG, "values.yaml") == CHART_VALUES.rstrip("\n")
+    for name, changed in pinned().items():  # the golden bytes of every pinned file
+        for path, text in changed.items():
+            assert s.show(name, INTEGRATION_TAG, path) == text.rstrip("\n")
     message = git.out(["log", "-1", "--format=%B", INTEGRATION_TAG], s.remotes["platform"])
     assert message.startswith(f"release {INTEGRATION_TAG}: pin 3 references in platform")
     assert f"Lockstep-Source: {s.sources['platform']}" in message

@@ -560,3 +560,25 @@ def test_a_second_cut_is_busy_and_a_killed_holders_lock_is_taken_over(tmp_path: 
     s.cli("release", "cut", check=True)
     assert time.monotonic() - started < 30, "waited for the dead holder's lease"
     assert {c["state"] for c in _status(s).values()} == {"done"}
+
+
+# -- --fail-fast -----------------------------------------------------------------------------
+
+def test_fail_fast_ends_the_other_waits_and_starts_nothing_new(tmp_path: Path) -> None:
+    """console fails at once (its digest is not the manifest's) while base's artifact is held
+    back: with --fail-fast base's wait ends instead of running to its 60 s timeout."""
+    s = ReleaseSystem.create(tmp_path, gated={"base"}, digests={"console": "sha256:" + "ab" * 32},
+                             versions={"base": "v0.9.0", "platform": "v0.9.0",
+                                       "chart": "v0.9.0"})
+    build_artifact(s.remotes["console"], "v1.0.0", "v1.0.0", ArtifactHook(
+        repository="demo/console", layout_root=s.layout, tag_transform="strip-v"))
+    started = time.monotonic()
+    # --jobs 1: base does all its git work and is waiting before console (next by name) starts.
+    proc = s.cli("release", "cut", "--version", "v1.0.0", "--fail-fast", "--jobs", "1", "--json")
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - started < 30, "base's wait was not ended"
+    status = {c["component"]: c for c in json.loads(proc.stdout)["components"]}
+    assert status["console"]["state"] == "failed"
+    assert (status["base"]["step"], status["base"]["state"]) == ("wait", "waiting")
+    assert status["platform"]["state"] == "blocked" and status["chart"]["state"] == "blocked"
+    assert s.remote_tag("platform", "v1.0.0") is None and s.remote_tag("chart", "v1.0.0") is None

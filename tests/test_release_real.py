@@ -38,6 +38,7 @@ from tests.infra.registry import (
     running_registry,
     wait_for,
 )
+from tests.release_system import DEPS, PINS, TRANSFORM, files, pinned
 
 pytestmark = pytest.mark.slow
 
@@ -48,96 +49,9 @@ NOTIFY_TOKEN = "registry-webhook-token"
 HOOK_DELAY = 2.0  # seconds between a tag's push and its image's build (the component's CI)
 SLOW_POLL = 20.0  # no poll within 10 s of a miss: a wait ending sooner was woken
 NAMES = ("console", "base", "platform", "chart")
-DEPS = {"console": [], "base": [], "platform": ["console", "base"], "chart": ["platform"]}
-TRANSFORM = {"console": "strip-v", "base": "strip-v", "platform": "none", "chart": "none"}
 JOB_LINE = re.compile(r"^(\S+Z) (.*)$")
 
 
-def files(reg: str) -> dict[str, dict[str, str]]:
-    """Each repository's files at its manifest commit; images in registry `reg`."""
-    return {
-        "console": {"README": "console\n"},
-        "base": {"README": "base\n"},
-        "platform": {
-            "Dockerfile": (
-                "# syntax=docker/dockerfile:1\n"
-                "ARG BASE_TAG=0.9.0\n"
-                f"FROM --platform=$BUILDPLATFORM {reg}/demo/console:0.9.0 AS console\n"
-                f"FROM {reg}/demo/base:${{BASE_TAG}}\n"
-                "COPY --from=console /app /console\n"),
-            "values.yaml": (
-                "# platform chart values\n"
-                "console:\n"
-                "  image:\n"
-                f"    repository: {reg}/demo/console  # the UI\n"
-                '    tag: "0.9.0"\n'),
-        },
-        "chart": {
-            "Chart.yaml": 'apiVersion: v2\nname: chart\nversion: 0.9.0\nappVersion: "0.9.0"\n',
-            "values.yaml": f"image:\n  repository: {reg}/demo/platform\n  tag: v0.9.0\n",
-        },
-    }
-
-
-def pinned(reg: str) -> dict[str, dict[str, str]]:
-    """The exact bytes of every file a pin changes, after the release."""
-    return {
-        "platform": {
-            "Dockerfile": (
-                "# syntax=docker/dockerfile:1\n"
-                "ARG BASE_TAG=2026.11.1\n"
-                f"FROM --platform=$BUILDPLATFORM {reg}/demo/console:2026.11.1 AS console\n"
-                f"FROM {reg}/demo/base:${{BASE_TAG}}\n"
-                "COPY --from=console /app /console\n"),
-            "values.yaml": (
-                "# platform chart values\n"
-                "console:\n"
-                "  image:\n"
-                f"    repository: {reg}/demo/console  # the UI\n"
-                '    tag: "2026.11.1"\n'),
-        },
-        "chart": {
-            "Chart.yaml": ('apiVersion: v2\nname: chart\nversion: v2026.11.1\n'
-                           'appVersion: "v2026.11.1"\n'),
-            "values.yaml": f"image:\n  repository: {reg}/demo/platform\n  tag: v2026.11.1\n",
-        },
-    }
-
-
-PINS = """
-[[pins]]
-repo = "platform"
-component = "console"
-file = "Dockerfile"
-kind = "dockerfile"
-image = "demo/console"
-
-[[pins]]
-repo = "platform"
-component = "base"
-file = "Dockerfile"
-kind = "dockerfile"
-image = "demo/base"
-
-[[pins]]
-repo = "platform"
-component = "console"
-file = "values.yaml"
-kind = "helm-values"
-image = "demo/console"
-
-[[pins]]
-repo = "chart"
-component = "platform"
-file = "values.yaml"
-kind = "helm-values"
-
-[[pins]]
-repo = "chart"
-component = "chart"
-file = "Chart.yaml"
-kind = "chart"
-"""
 
 
 def git(args: list[str], cwd: Path) -> str:
