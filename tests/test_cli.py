@@ -112,9 +112,24 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     assert "storefront requires pricing API 1" in first.stdout
     tags = sh(["tag", "--list"], target / "remotes" / "integration.git").split()
     assert len(tags) == 4
+    # Then it cuts a release of the newest one: every component tagged, images built by the
+    # components' CI hooks, pricing and storefront pinned in one commit each.
+    newest = max(tags, key=lambda t: int(t.rsplit(".", 1)[1]))
+    assert f"release {newest}  config default" in first.stdout
+    remotes = target / "remotes"
+    released = {n: sh(["rev-parse", f"{newest}^{{commit}}"], remotes / f"{n}.git")
+                for n in ("inventory", "pricing", "storefront")}
+    assert "FROM demo.local/demo/inventory:" + newest[1:] in sh(
+        ["show", f"{newest}:deploy/Dockerfile"], remotes / "pricing.git")
+    assert "release " + newest + ": pin 3 references in storefront" in sh(
+        ["log", "-1", "--format=%s", newest], remotes / "storefront.git")
+    assert (target / "registry" / "demo" / "storefront" / "index.json").is_file()
     second = lockstep("demo", str(target), cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert sh(["tag", "--list"], target / "remotes" / "integration.git").split() == tags
+    # The rerun's release is a no-op: the same tags at the same commits.
+    assert {n: sh(["rev-parse", f"{newest}^{{commit}}"], remotes / f"{n}.git")
+            for n in released} == released
     events = (target / "notifications.jsonl").read_text().splitlines()
     assert len(events) == 5
     other = tmp_path / "occupied"
