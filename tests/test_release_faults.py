@@ -582,3 +582,4 @@ def test_fail_fast_ends_the_other_waits_and_starts_nothing_new(tmp_path: Path) -
     assert (status["base"]["step"], status["base"]["state"]) == ("wait", "waiting")
     assert status["platform"]["state"] == "blocked" and status["chart"]["state"] == "blocked"
     assert s.remote_tag("platform", "v1.0.0") is None and s.remote_tag("chart", "v1.0.0") is None
+    _open_gates(s)  # let base's held-back CI job finish rather than linger for its 600 s

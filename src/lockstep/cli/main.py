@@ -9,7 +9,18 @@ from typing import Annotated
 import typer
 
 from lockstep import __version__
-from lockstep.cli import demo, manifest, pin, queue, release
+from lockstep.cli import (
+    controller,
+    convert,
+    crd,
+    demo,
+    manifest,
+    pin,
+    queue,
+    release,
+    rollout,
+    webhook,
+)
 from lockstep.cli.common import console
 from lockstep.errors import EXIT_USAGE, LockstepError
 
@@ -40,8 +51,13 @@ def main(
 app.add_typer(manifest.app, name="manifest")
 app.add_typer(queue.app, name="queue")
 app.add_typer(release.app, name="release")
+app.add_typer(rollout.app, name="rollout")
+app.add_typer(controller.app, name="controller")
 app.command("demo")(demo.demo)
 app.command("pin")(pin.pin)
+app.command("crd")(crd.crd)
+app.add_typer(webhook.app, name="webhook")
+app.command("convert")(convert.convert)
 
 
 @app.command("init")

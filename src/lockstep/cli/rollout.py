@@ -1,0 +1,149 @@
+"""`lockstep rollout …`: Environment rollouts (spec rollouts.md): `hash`, and `apply`, `status`,
+`promote`, `history` on the workspace's store.
+
+Each command imports the rollout modules (pydantic, ruamel.yaml) inside its body, so that
+`lockstep --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from lockstep.cli.common import JsonOpt, WorkspaceOpt, info, print_json
+
+if TYPE_CHECKING:
+    from lockstep.rollout.store import EnvironmentStore
+
+app = typer.Typer(help="Roll Environments out in hash-triggered generations.",
+                  no_args_is_help=True)
+
+FileArg = Annotated[Path, typer.Argument(help="An Environment as YAML or JSON ('-' for stdin).",
+                                         show_default=False)]
+
+
+def read_environment(file: Path) -> dict[str, object]:
+    """The Environment in FILE (or stdin for `-`), checked to be one of a supported version."""
+    from lockstep.rollout.convert import ConversionError
+    from lockstep.rollout.resource import API_VERSIONS, KIND, V1ALPHA2, load
+
+    obj = load(sys.stdin.read(), "<stdin>") if str(file) == "-" else load(file)
+    if obj.get("kind") != KIND:
+        raise ConversionError(f"{file}: kind {obj.get('kind')!r} is not {KIND}",
+                              f"write kind: {KIND}")
+    if obj.get("apiVersion") not in API_VERSIONS:
+        raise ConversionError(f"{file}: apiVersion {obj.get('apiVersion')!r} is not supported",
+                              f"use {V1ALPHA2} or lockstep.dev/v1alpha1")
+    return obj
+
+
+@app.command("hash")
+def hash_(file: FileArg, json_out: JsonOpt = False) -> None:
+    """Print the rollout hash of an Environment of either version (spec §3)."""
+    from lockstep.rollout.hashing import rollout_hash, uuid5_of
+
+    obj = read_environment(file)
+    h = rollout_hash(obj)
+    if json_out:
+        print_json({"apiVersion": obj["apiVersion"], "rolloutHash": h,
+                    "requestRollout": uuid5_of(h)})
+    else:
+        sys.stdout.write(h + "\n")
+
+
+NameArg = Annotated[str, typer.Argument(help="The Environment's metadata.name.",
+                                        show_default=False)]
+
+
+def open_store(ws_dir: Path) -> EnvironmentStore:
+    """The workspace's Environment store, `<workspace>/.lockstep/rollouts.db`."""
+    from lockstep.rollout.controller import store_path
+    from lockstep.rollout.store import EnvironmentStore
+
+    return EnvironmentStore(store_path(ws_dir))
+
+
+@app.command("apply")
+def apply(file: FileArg, ws_dir: WorkspaceOpt = Path(".")) -> None:
+    """Create or update an Environment (validated, stored as v1alpha2) for the controller."""
+    from lockstep.rollout.convert import convert
+    from lockstep.rollout.resource import V1ALPHA2, validate
+
+    obj = read_environment(file)
+    validate(obj)
+    stored = open_store(ws_dir).put(convert(obj, V1ALPHA2))
+    info(f"environment {stored.name} stored (generation {stored.generation}, "
+         f"resourceVersion {stored.resource_version})")
+
+
+@app.command("status")
+def status(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt = False) -> None:
+    """Print an Environment's rollout status (the whole object with --json)."""
+    stored = open_store(ws_dir).get(name)
+    if json_out:
+        print_json(stored.full())
+        return
+    st = stored.status or {}
+    cond: dict[str, Any] = next(
+        (c for c in st.get("conditions") or [] if c.get("type") == "UpToDate"), {})
+    lines = [f"environment:        {name} (generation {stored.generation}, observed "
+             f"{st.get('observedGeneration', '-')})",
+             f"active generation:  {st.get('activeGeneration', '-')}",
+             f"condition:          {cond.get('reason', '-')} ({cond.get('status', '-')}) since "
+             f"{cond.get('lastTransitionTime', '-')}",
+             f"message:            {cond.get('message', '-')}",
+             f"requested hash:     {st.get('requestedRolloutHash') or '-'}",
+             f"completed hash:     {st.get('lastCompletedRolloutHash') or '-'}",
+             f"completed release:  {st.get('lastCompletedRelease') or '-'}"]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@app.command("promote")
+def promote(name: NameArg, force: Annotated[bool, typer.Option(
+        "--force", help="Skip catch-up and promote now (sets spec.forcePromote).")] = False,
+            ws_dir: WorkspaceOpt = Path(".")) -> None:
+    """Force-promote the rollout in progress: spec.forcePromote := status.requestedRolloutHash."""
+    from lockstep.errors import StateError, UsageError
+    from lockstep.rollout.store import ConflictError
+
+    if not force:
+        raise UsageError("promote skips the new generation's catch-up",
+                         "pass --force to confirm; without it a ManuallyPromote rollout waits")
+    store = open_store(ws_dir)
+    for _ in range(5):
+        stored = store.get(name)
+        st = stored.status or {}
+        requested = st.get("requestedRolloutHash")
+        cond: dict[str, Any] = next(
+        (c for c in st.get("conditions") or [] if c.get("type") == "UpToDate"), {})
+        if not requested or cond.get("reason") not in ("Applying", "ReadyToPromote"):
+            raise StateError(f"environment {name} has no rollout in progress "
+                             f"(condition {cond.get('reason', 'none')})",
+                             "see `lockstep rollout status NAME`")
+        body = stored.full()
+        body["spec"] = dict(body.get("spec") or {}) | {"forcePromote": requested}
+        try:
+            store.put(body, expected_rv=stored.resource_version)
+        except ConflictError:
+            continue
+        info(f"environment {name}: forcePromote set to {requested}")
+        return
+    raise StateError(f"environment {name} kept changing", "run the command again")
+
+
+@app.command("history")
+def history(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt = False) -> None:
+    """Print an Environment's condition changes, oldest first."""
+    from datetime import UTC, datetime
+
+    rows = open_store(ws_dir).history(name)
+    if json_out:
+        print_json(rows)
+        return
+    for row in rows:
+        at = datetime.fromtimestamp(row["at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sys.stdout.write(f"{at}  gen {row['generation']:<3} active {row['activeGeneration']!s:<3} "
+                         f"{row['reason']:<18} {row['message']}\n")
