@@ -9,14 +9,10 @@ import datetime as dt
 import random
 import socket
 import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -54,6 +50,7 @@ from lockstep.rollout.reconcile import (
     timeout_deadline,
 )
 from lockstep.rollout.resource import NIL_UUID, V1ALPHA1, V1ALPHA2
+from tests.purity import outside_world_closed
 
 T0 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 LATER = T0 + timedelta(minutes=5)
@@ -906,52 +903,6 @@ def test_a_valid_spec_with_any_status_gets_a_plan(spec_: dict[str, Any], request
 
 # --- purity ------------------------------------------------------------------------------------
 
-_closed_in: int | None = None
-_hooked = False
-
-
-def _deny_the_outside_world(event: str, args: tuple[object, ...]) -> None:
-    """Audit hook: file, process, socket and database access fail in the closed thread."""
-    if _closed_in == threading.get_ident() and event.split(".")[0] in {
-            "open", "os", "subprocess", "socket", "sqlite3", "shutil", "glob", "tempfile"}:
-        raise RuntimeError(f"the reconciler touched the outside world: {event} {args!r}")
-
-
-def _stopped(*_args: object, **_kwargs: object) -> NoReturn:
-    raise RuntimeError("the reconciler read the clock, randomness, a file, a socket or a process")
-
-
-class _StoppedClock(datetime):
-    now = today = utcnow = fromtimestamp = classmethod(_stopped)  # type: ignore[assignment]
-
-
-@contextmanager
-def _outside_world_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    global _closed_in, _hooked
-    if not _hooked:  # an audit hook cannot be removed: add it once, when first needed
-        sys.addaudithook(_deny_the_outside_world)
-        _hooked = True
-    with monkeypatch.context() as m:
-        for name in ("time", "time_ns", "monotonic", "monotonic_ns", "perf_counter",
-                     "process_time", "localtime", "gmtime", "sleep"):
-            m.setattr(time, name, _stopped)
-        m.setattr(dt, "datetime", _StoppedClock)
-        m.setattr(reconcile_module, "datetime", _StoppedClock)
-        for name in ("random", "randint", "choice", "shuffle", "getrandbits"):
-            m.setattr(random, name, _stopped)
-        m.setattr(uuid, "uuid4", _stopped)
-        m.setattr(socket, "socket", _stopped)
-        m.setattr(socket, "create_connection", _stopped)
-        for name in ("run", "Popen", "check_output", "check_call", "call"):
-            m.setattr(subprocess, name, _stopped)
-        m.setattr("builtins.open", _stopped)
-        _closed_in = threading.get_ident()
-        try:
-            yield
-        finally:
-            _closed_in = None
-
-
 def _purity_cases() -> list[tuple[dict[str, Any], Observed, Settings]]:
     parked, hm = _parked()
     promoting = env(spec("2.0.0"), v2(3, H2, H, cond("Promoting", "p")))
@@ -977,7 +928,7 @@ def test_reconcile_is_pure(case: int, monkeypatch: pytest.MonkeyPatch) -> None:
     obj, observed, settings = _purity_cases()[case]
     expected = reconcile(copy.deepcopy(obj), observed, LATER, settings)  # imports warmed up
     snapshot = copy.deepcopy(obj)
-    with _outside_world_closed(monkeypatch):
+    with outside_world_closed(monkeypatch, also=[(reconcile_module, "datetime")]):
         first = reconcile(obj, observed, LATER, settings)
         again = reconcile(obj, observed, LATER, settings)
     assert first == again == expected
@@ -986,7 +937,7 @@ def test_reconcile_is_pure(case: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_purity_harness_catches_the_outside_world(monkeypatch: pytest.MonkeyPatch) -> None:
-    with _outside_world_closed(monkeypatch):
+    with outside_world_closed(monkeypatch, also=[(reconcile_module, "datetime")]):
         for touch in (time.time, lambda: dt.datetime.now(), random.random, uuid.uuid4,
                       lambda: open(__file__),  # noqa: SIM115
                       lambda: socket.create_connection(("x", 1)),

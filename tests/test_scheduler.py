@@ -4,15 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
-import random
-import sys
-import threading
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import NoReturn
 
 import pytest
 
@@ -20,6 +11,7 @@ from lockstep.queue import model, scheduler
 from lockstep.queue.model import ItemView, QueueView, State
 from lockstep.queue.scheduler import Land, Plan, Recover, decide
 from lockstep.queue.store import Store
+from tests.purity import outside_world_closed
 
 StartTest = scheduler.Test  # not imported as Test: pytest would try to collect it
 
@@ -208,50 +200,6 @@ def test_default_max_recoveries_is_3() -> None:
     ]
 
 
-_closed_in: int | None = None  # the thread for which the outside world is closed
-_hooked = False
-
-
-def _deny_the_outside_world(event: str, args: tuple[object, ...]) -> None:
-    """Audit hook: file, process, socket and database access fail in the closed thread."""
-    if _closed_in == threading.get_ident() and event.split(".")[0] in {
-            "open", "os", "subprocess", "socket", "sqlite3", "shutil", "glob", "tempfile"}:
-        raise RuntimeError(f"the scheduler touched the outside world: {event} {args!r}")
-
-
-def _stopped(*_args: object, **_kwargs: object) -> NoReturn:
-    raise RuntimeError("the scheduler read the clock, randomness or the store")
-
-
-class _StoppedClock(datetime.datetime):
-    now = today = utcnow = fromtimestamp = classmethod(_stopped)  # type: ignore[assignment]
-
-
-@contextmanager
-def _outside_world_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Within the block the clock, randomness, the store, the filesystem, processes and the
-    network all raise: whatever reads them fails."""
-    global _closed_in, _hooked
-    if not _hooked:  # an audit hook cannot be removed: add it once, when first needed
-        sys.addaudithook(_deny_the_outside_world)
-        _hooked = True
-    with monkeypatch.context() as m:
-        for name in ("time", "time_ns", "monotonic", "monotonic_ns", "perf_counter",
-                     "process_time", "localtime", "gmtime", "sleep"):
-            m.setattr(time, name, _stopped)
-        m.setattr(datetime, "datetime", _StoppedClock)
-        for name in ("random", "randint", "choice", "shuffle"):
-            m.setattr(random, name, _stopped)
-        m.setattr(uuid, "uuid4", _stopped)
-        for name in ("open", "tx", "read"):
-            m.setattr(Store, name, _stopped)
-        _closed_in = threading.get_ident()
-        try:
-            yield
-        finally:
-            _closed_in = None
-
-
 PURITY_VIEWS = {
     "empty": view(),
     "recover-land-test": view(item(1, State.TESTING), item(2, State.PASSED), item(3, priority=2)),
@@ -269,7 +217,8 @@ def test_decide_is_pure(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     it was given, keeps no state between calls and ignores the snapshot's row order."""
     v = PURITY_VIEWS[name]
     snapshot = copy.deepcopy(v)
-    with _outside_world_closed(monkeypatch):
+    store = [(Store, "open"), (Store, "tx"), (Store, "read")]
+    with outside_world_closed(monkeypatch, also=store):
         first = decide(copy.deepcopy(v))
         expected = copy.deepcopy(first)
         first.decisions.append(StartTest("q999"))  # a caller may change what it got back
