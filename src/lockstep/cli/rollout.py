@@ -147,3 +147,27 @@ def history(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt =
         at = datetime.fromtimestamp(row["at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         sys.stdout.write(f"{at}  gen {row['generation']:<3} active {row['activeGeneration']!s:<3} "
                          f"{row['reason']:<18} {row['message']}\n")
+
+
+@app.command("render")
+def render(
+    file: FileArg,
+    kubernetes: Annotated[bool, typer.Option(
+        "--kubernetes", help="Render the Kubernetes objects (the only target so far).")] = False,
+    generation: Annotated[int, typer.Option(
+        "--generation", min=1, help="The deploy generation to render.")] = 1,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the objects a Kubernetes driver applies for one generation (StatefulSet and
+    Service per stateful component, the stable Service, stateless Deployments)."""
+    from lockstep.errors import UsageError
+    from lockstep.rollout.render import render as render_objects
+    from lockstep.rollout.resource import dump
+
+    if not kubernetes:
+        raise UsageError("say what to render", "add --kubernetes")
+    objects = render_objects(read_environment(file), generation)
+    if json_out:
+        print_json({"apiVersion": "v1", "kind": "List", "items": objects})
+    else:
+        sys.stdout.write("---\n".join(dump(o, "yaml") for o in objects))
