@@ -537,7 +537,7 @@ class Store:
         gone = 0
         for row in c.execute(select(s.workers).where(s.workers.c.host == HOST)).all():
             m = row._mapping
-            if m["id"] in held or _pid_matches(m["pid"], m["pid_started"]):
+            if m["id"] in held or pid_matches(m["pid"], m["pid_started"]):
                 continue
             c.execute(s.workers.delete().where(s.workers.c.id == m["id"]))
             gone += 1
@@ -558,7 +558,7 @@ class Store:
         if row is None:
             return f"worker {worker} is not registered"
         m = row._mapping
-        if m["host"] == HOST and not _pid_matches(m["pid"], m["pid_started"]):
+        if m["host"] == HOST and not pid_matches(m["pid"], m["pid_started"]):
             return f"its process {m['pid']} is gone"
         if lease_expires_at is None or lease_expires_at <= now:
             return "its lease expired"
@@ -626,7 +626,7 @@ def migrate(store: Store, c: Connection, version: int) -> None:
                                                  "deliveries_dropped": dropped})
 
 
-def _pid_matches(pid: int, started: float) -> bool:
+def pid_matches(pid: int, started: float) -> bool:
     """Whether pid is still the process that started at `started` (not exited, not reused)."""
     try:
         proc = psutil.Process(pid)

@@ -268,16 +268,21 @@ class ComponentRun:
 
     def tag(self) -> None:
         """Reuse a remote T at the target; else create the annotated tag in the cache."""
-        node = self.node
         if self.remote_tag is not None:
             if not self._acceptable(self.remote_tag):
                 raise self.conflict(self.remote_tag)
             self._done("tag", {"target": self.target, "reused": True})
             return
+        obj = self._make_tag()
+        self._done("tag", {"target": self.target, "tag_object": obj, "reused": False})
+
+    def _make_tag(self) -> str:
+        """The annotated tag T on the target in the cache (same inputs → same object; a stale
+        local T is replaced)."""
+        node = self.node
         message = (f"release {self.ctx.plan.version}: {node.name} {node.tag}\n\n"
                    + self.ctx.trailers(node))
-        obj = git.make_tag(self.cache, node.tag, self.target, message, self.ctx.identity)
-        self._done("tag", {"target": self.target, "tag_object": obj, "reused": False})
+        return git.make_tag(self.cache, node.tag, self.target, message, self.ctx.identity)
 
     def push(self) -> None:
         """Push T unless the remote has it at the target; never forced."""
@@ -288,10 +293,7 @@ class ComponentRun:
                 raise self.conflict(found)
             self._done("push", {"pushed": False, "target": self.target})
             return
-        if git.rev_parse(self.cache, f"refs/tags/{node.tag}") is None:
-            message = (f"release {self.ctx.plan.version}: {node.name} {node.tag}\n\n"
-                       + self.ctx.trailers(node))
-            git.make_tag(self.cache, node.tag, self.target, message, self.ctx.identity)
+        self._make_tag()  # the cache is scratch: make sure the T pushed names the target
         self._record("push", "started", intent={"tag": node.tag, "target": self.target})
         try:
             self.remote.push(self.cache, [f"refs/tags/{node.tag}:refs/tags/{node.tag}"],

@@ -18,7 +18,7 @@ import psutil
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, and_, select
 
 from lockstep.errors import ReleaseBusyError
-from lockstep.queue.store import sqlite_engine
+from lockstep.queue.store import pid_matches, sqlite_engine
 
 STEPS = ("resolve", "pin", "commit", "tag", "push", "advance", "wait")
 LEASE = 30.0
@@ -187,8 +187,7 @@ class Journal:
             if held is not None:
                 alive = held.lease_until > now
                 if held.host == host:
-                    alive = (psutil.pid_exists(held.pid)
-                             and abs(_process_start(held.pid) - held.pid_start) < 1.0)
+                    alive = pid_matches(held.pid, held.pid_start)
                 if alive and held.run_id != run_id:
                     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(held.started))
                     raise ReleaseBusyError(

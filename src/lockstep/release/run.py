@@ -5,7 +5,6 @@ at most `jobs` doing git work at once; a failure blocks only its dependents."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import subprocess
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from typing import Any
 
 from lockstep import git
 from lockstep.config import Config
-from lockstep.errors import LockstepError, PlanError, TagConflictError
+from lockstep.errors import LockstepError
 from lockstep.release import pins as pins_mod
 from lockstep.release.artifacts import Artifacts, ProgressFn
 from lockstep.release.component import ComponentRun, Context, Interrupted
@@ -191,8 +190,3 @@ def _record_failure(ctx: Context, name: str, text: str) -> None:
 def _renew_lease(ctx: Context, stop: threading.Event) -> None:
     while not stop.wait(RENEW_EVERY):
         ctx.journal.renew(ctx.plan.version, ctx.plan.configuration, ctx.run_id)
-
-
-def is_plan_error(exc: BaseException) -> bool:
-    """Errors found while planning: exit 2, nothing changed."""
-    return isinstance(exc, PlanError | TagConflictError | subprocess.TimeoutExpired)
