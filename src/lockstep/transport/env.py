@@ -161,10 +161,11 @@ def ca_bundle(ca_file: Path, env: Mapping[str, str], cwd: Path | None,
         base = b""
     data = base.rstrip(b"\n") + b"\n" + extra if base else extra
     target = _bundle_dir(bundle_dir) / f"{hashlib.sha256(data).hexdigest()[:32]}.pem"
-    if not target.exists():
-        tmp = target.with_name(f".{target.name}.{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.chmod(0o644)
+    if not target.exists():  # a unique temporary name: threads of one process race here too
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     return target
 
