@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,8 +125,11 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     assert "release " + newest + ": pin 3 references in storefront" in sh(
         ["log", "-1", "--format=%s", newest], remotes / "storefront.git")
     assert (target / "registry" / "demo" / "storefront" / "index.json").is_file()
+    oldest = min(tags, key=lambda t: int(t.rsplit(".", 1)[1]))
+    _assert_rolled_out(first.stdout, target, oldest, newest)
     second = lockstep("demo", str(target), cwd=tmp_path)
     assert second.returncode == 0, second.stderr
+    _assert_rolled_out(second.stdout, target, oldest, newest)  # rolled out again from scratch
     assert sh(["tag", "--list"], target / "remotes" / "integration.git").split() == tags
     # The rerun's release is a no-op: the same tags at the same commits.
     assert {n: sh(["rev-parse", f"{newest}^{{commit}}"], remotes / f"{n}.git")
@@ -137,6 +141,35 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     (other / "file").write_text("x")
     refused = lockstep("demo", str(other), cwd=tmp_path)
     assert refused.returncode == 2 and "not empty" in refused.stderr
+
+
+def _assert_rolled_out(out: str, target: Path, first: str, newest: str) -> None:
+    """The demo's last act: the first landed release, then the newest, rolled out to
+    environment shop while a client read and wrote; the data written before is read back after;
+    and no process of the environment outlives the demo."""
+    assert "not rolled out" not in out, out
+    assert f"{first}: generation 1 runs inventory v1.1.0's service.py" in out, out
+    assert f"{newest}: generation 2 runs inventory v1.2.0's service.py, promoted" in out, out
+    client = re.search(r"client across the rollout: (\d+) reads \((\d+) failed\), "
+                       r"(\d+) writes \((\d+) failed\)", out)
+    assert client is not None, out
+    reads, failed_reads, writes, failed_writes = map(int, client.groups())
+    assert reads >= 40 and writes >= 40 and failed_reads < reads and failed_writes < writes
+    data = re.search(r"data: (\d+) of (\d+) items written before the rollout read back after "
+                     r"it \((\d+) with the `reserved` column", out)
+    assert data is not None, out
+    assert int(data[2]) >= 20 and data[1] == data[2] == data[3], data.group(0)
+    rollouts = target / "integration" / ".lockstep" / "rollouts"
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(proc / "cwd")
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(rollouts) in cwd or str(rollouts) in argv:
+            left.append(f"{proc.name}: {argv}")
+    assert not left, left
 
 
 def test_demo_killed_while_building_is_rebuilt(tmp_path: Path) -> None:

@@ -102,6 +102,7 @@ def idle_world(tmp_path: Path) -> Iterator[World]:
         w.thread.join(60)
     for record in w.driver.records(ENV):
         w.driver.teardown(ENV, record["generation"])
+    w.driver.endpoints.stop_all(ENV)
     assert not w.driver.records(ENV)
 
 

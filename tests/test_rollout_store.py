@@ -51,3 +51,41 @@ def test_unknown_environment(tmp_path: Path) -> None:
     store = EnvironmentStore(tmp_path / "rollouts.db")
     with pytest.raises(NotFoundError, match="no environment 'nope'"):
         store.get("nope")
+
+
+def test_a_default_mode_controller_migrates_v1alpha1_objects(tmp_path: Path) -> None:
+    """§4.6: at startup every object stored as v1alpha1 (left by a v1alpha1-mode controller) is
+    rewritten as v1alpha2, spec and status in one write, metadata.generation unchanged."""
+    from lockstep.rollout.controller import Controller, store_path
+    from lockstep.rollout.convert import up
+    from lockstep.rollout.hashing import rollout_hash
+
+    store = EnvironmentStore(store_path(tmp_path))
+    request = "0b6bd0c1-7f53-4a8e-9d55-1f7d1e6f2a10"
+    old = {"apiVersion": "lockstep.dev/v1alpha1", "kind": "Environment",
+           "metadata": {"name": "legacy"},
+           "spec": {"components": {"db": {"image": "demo.local/demo/demo-service:1.0"}},
+                    "requestRollout": request}}
+    store.put(old)
+    store.put({**old, "spec": {**old["spec"], "rolloutStrategy": "ManuallyPromote"}})
+    h = rollout_hash(store.get("legacy").obj)
+    rv = store.write_status("legacy", {
+        "activeGeneration": 1, "lastCompletedRolloutRequest": request, "resourcesHash": h,
+        "conditions": [{"type": "UpToDate", "status": "True", "reason": "Applied",
+                        "message": "Successfully applied changes for generation 1",
+                        "lastTransitionTime": "2026-11-30T00:00:00Z"}]}, 2)
+    before = store.get("legacy")
+    store.put({**old, "metadata": {"name": "current"}, "apiVersion": "lockstep.dev/v1alpha2",
+               "spec": {k: v for k, v in old["spec"].items() if k != "requestRollout"}})
+
+    controller = Controller.for_workspace(tmp_path)
+    assert controller.migrate_storage() == ["legacy"]
+    after = store.get("legacy")
+    assert after.obj["apiVersion"] == "lockstep.dev/v1alpha2"
+    assert after.generation == before.generation == 2
+    assert after.resource_version == rv + 1
+    assert after.full() | {"metadata": {}} == up(before.full()) | {"metadata": {}}
+    assert after.status is not None
+    assert after.status["lastCompletedRolloutHash"] == h
+    assert store.get("current").resource_version == 1  # a v1alpha2 object is left alone
+    assert controller.migrate_storage() == []  # idempotent

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from lockstep import names
@@ -27,6 +27,7 @@ from lockstep.release_config import (
     TagTransform,
     check_url,
 )
+from lockstep.scenarios.settings import ScenarioSettings
 
 CONFIG_FILE = "lockstep.toml"
 DEFAULT_TAG_FORMAT = "v{year}.{month:02d}.{n}"
@@ -84,6 +85,38 @@ class Integration(_Model):
         return v
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class Deploy(_Model):
+    """`[components.<name>.deploy]`: how the rollout controller's local driver runs the
+    component of a release (docs/rollouts-controller.md); components without it are libraries."""
+
+    command: list[str]
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    stateless: StrictBool = False
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str]) -> list[str]:
+        _argv(v)
+        if not v[0].startswith("/") and v[0] != "{python}":
+            names.relative_path(v[0], "deploy program")
+        if v[0] == "{python}" and len(v) > 1 and not v[1].startswith(("-", "/")):
+            names.relative_path(v[1], "deploy script")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not _ENV_NAME.fullmatch(key) or key.startswith("LOCKSTEP_"):
+                raise ValueError(f"{key!r} is not a variable name the component may set "
+                                 "(letters, digits, '_'; LOCKSTEP_* are set by the driver)")
+        return v
+
+
 class Component(_Model):
     """A component repository: where to fetch it, its artifact and what it depends on."""
 
@@ -95,6 +128,7 @@ class Component(_Model):
     depends_on: list[str] = Field(default_factory=list)
     owners: list[str] = Field(default_factory=list)
     branch: str | None = None
+    deploy: Deploy | None = None
 
     @field_validator("image")
     @classmethod
@@ -272,6 +306,7 @@ class Config(_Model):
     stages: list[Stage] = Field(default_factory=list)
     notifiers: list[Notifier] = Field(default_factory=list)
     release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    scenarios: ScenarioSettings = Field(default_factory=ScenarioSettings)
     registries: dict[str, RegistrySettings] = Field(default_factory=dict)
     git: dict[str, GitHostSettings] = Field(default_factory=dict)
     pins: list[PinConfig] = Field(default_factory=list)
@@ -491,8 +526,9 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
 
 
-_SECTIONS: dict[str, type[_Model]] = {
+_SECTIONS: dict[str, type[BaseModel]] = {
     "integration": Integration, "identity": Identity, "queue": QueueSettings,
+    "release": ReleaseSettings, "scenarios": ScenarioSettings,
 }
 _NOTIFIER_TYPES: dict[str, type[_Model]] = {"webhook": WebhookNotifier, "command": CommandNotifier}
 _DOCS_HINT = "see docs/config.md"
@@ -533,7 +569,7 @@ def _one_error(exc: PydanticValidationError, source: str) -> ConfigError:
 
 def _known_keys(parent: list[int | str]) -> list[str]:
     """The keys lockstep.toml allows in the table at `parent` (a pydantic error location)."""
-    model: type[_Model] | None = None
+    model: type[BaseModel] | None = None
     match parent:
         case []:
             model = Config
@@ -541,6 +577,8 @@ def _known_keys(parent: list[int | str]) -> list[str]:
             model = _SECTIONS.get(section)
         case ["components", str()]:
             model = Component
+        case ["components", str(), "deploy"]:
+            model = Deploy
         case ["stages", int()]:
             model = Stage
         case ["notifiers", int(), str(kind)]:

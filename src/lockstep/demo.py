@@ -1,4 +1,5 @@
-"""`lockstep demo`: build the sample system, submit bumps, run the queue, summarise.
+"""`lockstep demo`: build the sample system, submit bumps, run the queue, cut a release, roll
+the landed releases out to a local environment under a client's load, summarise.
 
 Everything is local: bare git remotes under DIR/remotes, the integration repo at
 DIR/integration. Running it again on the same DIR reuses what is there.
@@ -15,6 +16,7 @@ from pathlib import Path
 from lockstep import demo_system as sample
 from lockstep import git
 from lockstep.demo_artifacts import ArtifactHook, install_hook
+from lockstep.demo_rollout import run_rollout
 from lockstep.errors import LockstepError, UsageError
 from lockstep.manifest import Pin, render_new
 from lockstep.queue import operations as ops
@@ -123,7 +125,15 @@ def run_demo(directory: Path | None, log: Callable[[str], None]) -> str:
     log("running the queue until it is empty:")
     Worker(ws, store, log=lambda m: log(f"  {m}")).run(RunMode.UNTIL_EMPTY)
     summary = _summary(root, ws, store, submitted)
-    return summary + "\n" + _release(ws, log)
+    release = _release(ws, log)
+    return summary + "\n" + release + "\n" + run_rollout(ws, _landed(store, submitted), log)
+
+
+def _landed(store: Store, seqs: list[int]) -> list[str]:
+    """The integration release tags the submitted bumps landed as, in order."""
+    with store.tx() as c:
+        items = [store.item(c, s) for s in seqs]
+    return [str(i.outcome["tag"]) for i in items if i.state == State.LANDED and i.outcome]
 
 
 def _release(ws: Workspace, log: Callable[[str], None]) -> str:

@@ -2,7 +2,8 @@
 
 inventory and pricing are libraries, storefront uses both. Each version is real code with its
 own tests; pricing v2.0.0 changes its API, which storefront does not support, so the contract
-stage rejects that bump.
+stage rejects that bump. inventory also ships a stateful service the rollout controller runs
+(`[components.inventory.deploy]`); v1.2.0's migrates its table, keeping every row.
 """
 
 from __future__ import annotations
@@ -28,6 +29,166 @@ def reserve(item: str, count: int) -> bool:
 '''
 
 INVENTORY_V12 = INVENTORY_V11.replace('"pear": 3}', '"pear": 3, "plum": 7}')
+
+# The inventory service: the component's own code, run by the rollout controller through
+# `[components.inventory.deploy]` from the release's pinned commit. It embeds lockstep's promotion
+# protocol, so a new release starts read-only beside the old one, is promoted, and fences it.
+INVENTORY_SERVICE_V1 = """\
+\"\"\"The inventory service: stock counts over HTTP on shared SQLite (GET/PUT /stock/<item>).
+
+Run by lockstep's rollout controller; speaks its promotion protocol (lockstep.rollout.protocol):
+a new generation boots read-only beside the leader, is promoted, then fences the old one.
+\"\"\"
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import unquote
+
+from lockstep.rollout.protocol import (
+    BootRule, Fenced, Hooks, JsonHandler, ManagedService, NotLeader, SharedState, bind_http,
+    parse_addr)
+
+SCHEMA = 1
+
+
+class InventoryHooks(Hooks):
+    def migrate(self, conn):
+        \"\"\"Run by the leader, in the promotion's transaction: create or upgrade the tables.\"\"\"
+        conn.execute("CREATE TABLE IF NOT EXISTS stock (item TEXT PRIMARY KEY, "
+                     "count INTEGER NOT NULL)")
+
+
+def read(service, item):
+    conn = service.state.connect_read_only()
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM stock WHERE item = ?", (item,)).fetchone()
+    except sqlite3.OperationalError:
+        return None  # no leader has created the table yet
+    finally:
+        conn.close()
+    return None if row is None else dict(row)
+
+
+class InFlight:
+    \"\"\"The connections being served, so an exit can answer them first.\"\"\"
+
+    def __init__(self):
+        self.count = 0
+        self.idle = threading.Condition()
+
+    def __enter__(self):
+        with self.idle:
+            self.count += 1
+
+    def __exit__(self, *exc):
+        with self.idle:
+            self.count -= 1
+            self.idle.notify_all()
+
+
+def drain(server, inflight, grace=5.0):
+    \"\"\"Stop accepting, answer what was accepted (reads succeed, writes 503), then close.\"\"\"
+    server.shutdown()
+    server.socket.setblocking(False)
+    while True:
+        try:
+            request, addr = server.get_request()
+        except OSError:
+            break
+        server.process_request(request, addr)
+    server.server_close()
+    with inflight.idle:
+        inflight.idle.wait_for(lambda: inflight.count == 0, grace)
+
+
+def handler(service, inflight):
+    class Handler(JsonHandler):
+        def handle(self):
+            with inflight:
+                super().handle()
+
+        def item(self):
+            return unquote(self.route[len("/stock/"):]) if self.route.startswith("/stock/") \\
+                else None
+
+        def do_GET(self):
+            if self.route == "/info":
+                self.send_json(200, {"schema": SCHEMA, "release": service.release,
+                                     "generation": service.generation,
+                                     "status": service.status})
+            elif self.item():
+                row = read(service, self.item())
+                self.send_json(200 if row else 404, row or {"message": "no such item"})
+            else:
+                self.send_json(404, {"message": "no such endpoint"})
+
+        def do_PUT(self):
+            body = self.read_body()
+            if body is None or not self.item():
+                return self.send_json(404, {"message": "PUT /stock/<item> with a count"})
+            try:
+                with service.writing() as conn:
+                    conn.execute("INSERT INTO stock (item, count) VALUES (?, ?) ON CONFLICT "
+                                 "(item) DO UPDATE SET count = excluded.count",
+                                 (self.item(), int(body)))
+            except (NotLeader, Fenced) as exc:
+                self.send_json(503, {"message": str(exc)})
+            except ValueError:
+                self.send_json(400, {"message": "the body must be an integer count"})
+            else:
+                self.send_json(200, {"item": self.item(), "generation": service.generation})
+
+    return Handler
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--public-addr", default="127.0.0.1:0")
+    args = p.parse_args()
+    release = os.environ.get("LOCKSTEP_RELEASE", "unreleased")
+    try:
+        service = ManagedService.from_env(SharedState(Path("inventory.sqlite3")), release,
+                                          hooks=InventoryHooks())
+        inflight = InFlight()
+        public = bind_http(parse_addr(args.public_addr, "--public-addr"),
+                           handler(service, inflight), "public listener")
+        rule = service.start()
+    except Fenced:
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    threading.Thread(target=public.serve_forever, daemon=True).start()
+    host, port = public.server_address[:2]
+    print(json.dumps({"event": "listening", "public": f"{host}:{port}",
+                      "internal": "%s:%d" % service.internal_address,
+                      "role": "read-only" if rule is BootRule.READ_ONLY else "leader"}),
+          flush=True)
+    code = service.wait()
+    drain(public, inflight)
+    service.close()
+    return code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+# v1.2.0: each item also counts reserved units; the migration adds the column and keeps every
+# row (old rows read as 0 reserved), and reads work against either schema.
+INVENTORY_SERVICE_V2 = INVENTORY_SERVICE_V1.replace("SCHEMA = 1", "SCHEMA = 2").replace(
+    '''                     "count INTEGER NOT NULL)")
+''', '''                     "count INTEGER NOT NULL)")
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(stock)")]
+        if "reserved" not in columns:
+            conn.execute("ALTER TABLE stock ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0")
+''').replace(
+    "    return None if row is None else dict(row)",
+    "    return None if row is None else {\"reserved\": 0, **dict(row)}")
 
 INVENTORY_TEST = '''\
 import inventory
@@ -145,9 +306,10 @@ pricing:
 # component -> [(version, {file: text})], oldest first
 COMPONENTS: dict[str, list[tuple[str, dict[str, str]]]] = {
     "inventory": [
-        ("v1.0.0", {"inventory.py": INVENTORY_V1, "test_inventory.py": INVENTORY_TEST}),
+        ("v1.0.0", {"inventory.py": INVENTORY_V1, "test_inventory.py": INVENTORY_TEST,
+                    "service.py": INVENTORY_SERVICE_V1}),
         ("v1.1.0", {"inventory.py": INVENTORY_V11}),
-        ("v1.2.0", {"inventory.py": INVENTORY_V12}),
+        ("v1.2.0", {"inventory.py": INVENTORY_V12, "service.py": INVENTORY_SERVICE_V2}),
     ],
     "pricing": [
         ("v1.0.0", {"pricing.py": PRICING_V1, "test_pricing.py": PRICING_TEST,
@@ -162,6 +324,13 @@ COMPONENTS: dict[str, list[tuple[str, dict[str, str]]]] = {
         ("v1.1.0", {"storefront.py": STOREFRONT_V11}),
     ],
 }
+
+# How the rollout controller runs a component of a release (the others are libraries).
+DEPLOY = {"inventory": """
+[components.inventory.deploy]   # run by `lockstep controller run` (docs/rollouts-controller.md)
+command = ["{python}", "service.py"]
+args = ["--public-addr", "127.0.0.1:0"]
+"""}
 
 DEPENDS_ON = {"inventory": [], "pricing": ["inventory"], "storefront": ["inventory", "pricing"]}
 
@@ -260,7 +429,7 @@ def config_toml(remotes: str) -> str:
         f'[components.{name}]\nurl = "{remotes}/{name}.git"\n'
         f'image = "{REGISTRY}/demo/{name}"\ntag_transform = "strip-v"\n'
         f"depends_on = {DEPENDS_ON[name]!r}\n"
-        f'owners = ["team-{name}@example.com"]\n'.replace("'", '"')
+        f'owners = ["team-{name}@example.com"]\n'.replace("'", '"') + DEPLOY.get(name, "")
         for name in COMPONENTS
     )
     return f"""\

@@ -1,10 +1,10 @@
 """Crash points: named places where a test can have a worker SIGKILL itself.
 
 Inert unless armed explicitly for one process, by the hidden `--test-crash-at POINT` option of
-`queue run` and `release cut` (never by an environment variable a shell could keep). An armed
-process says so on stderr
-when it starts; when it reaches the point it kills itself with SIGKILL, exactly as an OOM kill or
-power loss would, so tests can prove that the next run repairs whatever state is left.
+`queue run`, `release cut` and `controller run` (never by an environment variable a shell could
+keep). An armed process says so on stderr when it starts; when it reaches the point it kills
+itself with SIGKILL, exactly as an OOM kill or power loss would, so tests can prove that the next
+run repairs whatever state is left.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ POINTS = {
     "release-after-advance": "release: branch fast-forwarded and recorded",
     "release-during-wait": "release: waiting for an artifact, after the first miss",
     "release-after-wait": "release: artifact found and its digest recorded",
+    "rollout-after-apply": "rollout: Applying written and Apply(N) returned (candidate started)",
+    "rollout-before-promoting": "rollout: the pass found candidate N ready, Promoting not written",
+    "rollout-before-promote-call": "rollout: Promoting written, promote not yet called",
+    "rollout-after-promote-call": "rollout: promote answered Success, nothing written since",
+    "rollout-teardown-stopped": "rollout: a workload's process stopped (SIGTERM, then SIGKILL "
+                                "if needed), its record not yet removed",
 }
 
 _armed: str | None = None
@@ -47,7 +53,7 @@ def armed() -> str | None:
     return _armed
 
 
-def crashpoint(name: str) -> None:
-    """SIGKILL this process if `name` is the armed point; otherwise nothing."""
-    if _armed == name:
+def crashpoint(name: str, when: bool = True) -> None:
+    """SIGKILL this process if `name` is the armed point (and `when` holds); otherwise nothing."""
+    if _armed == name and when:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Roll Environments out in hash-triggered generations.",
                   no_args_is_help=True)
 
+ApiMode = Literal["v1alpha2", "v1alpha1"]
+ApiOpt = Annotated[ApiMode, typer.Option(
+    "--api", "--api-version",
+    help="The API mode: v1alpha2, or v1alpha1 (only v1alpha1 objects, stored as they are; a "
+         "rollout happens when spec.requestRollout changes). Controller and objects must agree.")]
 FileArg = Annotated[Path, typer.Argument(help="An Environment as YAML or JSON ('-' for stdin).",
                                          show_default=False)]
 
@@ -67,37 +72,81 @@ def open_store(ws_dir: Path) -> EnvironmentStore:
 
 
 @app.command("apply")
-def apply(file: FileArg, ws_dir: WorkspaceOpt = Path(".")) -> None:
-    """Create or update an Environment (validated, stored as v1alpha2) for the controller."""
+def apply(file: FileArg, ws_dir: WorkspaceOpt = Path("."), api: ApiOpt = "v1alpha2") -> None:
+    """Create or update an Environment for the controller: validated, then stored in the API
+    mode's version (v1alpha2 by default; a file of the other version is converted)."""
+    from lockstep.errors import LockstepError, UsageError
     from lockstep.rollout.convert import convert
-    from lockstep.rollout.resource import V1ALPHA2, validate
+    from lockstep.rollout.resource import GROUP, validate
 
     obj = read_environment(file)
     validate(obj)
-    stored = open_store(ws_dir).put(convert(obj, V1ALPHA2))
-    info(f"environment {stored.name} stored (generation {stored.generation}, "
+    meta = obj["metadata"]
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not name:
+        raise UsageError("metadata.name: missing", "name the Environment")
+    version = f"{GROUP}/{api}"
+    store = open_store(ws_dir)
+    try:
+        current: object = store.get(str(name)).obj
+    except LockstepError:  # absent, or stored unreadable: the put replaces it
+        current = None
+    stored_version = current.get("apiVersion") if isinstance(current, dict) else None
+    if stored_version not in (None, version):
+        raise UsageError(f"environment {name} is stored as {stored_version}, not {version}",
+                         f"the workspace runs in one API mode: apply it with --api "
+                         f"{str(stored_version).rsplit('/', 1)[-1]}")
+    stored = store.put(convert(obj, version))
+    info(f"environment {stored.name} stored as {version} (generation {stored.generation}, "
          f"resourceVersion {stored.resource_version})")
 
 
+def up_to_date(status: object) -> dict[str, Any]:
+    """The `UpToDate` condition of a status (empty if there is none, or the status is garbled)."""
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    return next((c for c in conditions if isinstance(c, dict) and c.get("type") == "UpToDate"),
+                {}) if isinstance(conditions, list) else {}
+
+
 @app.command("status")
-def status(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt = False) -> None:
+def status(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt = False,
+           api: Annotated[ApiMode | None, typer.Option(
+               "--api", "--api-version",
+               help="Show the object converted to this version (default: as stored).")] = None,
+           ) -> None:
     """Print an Environment's rollout status (the whole object with --json)."""
+    from lockstep.rollout.convert import convert
+    from lockstep.rollout.resource import GROUP, V1ALPHA1
+
     stored = open_store(ws_dir).get(name)
+    obj: Any = stored.full()
+    if api is not None:
+        obj = convert(obj, f"{GROUP}/{api}")
     if json_out:
-        print_json(stored.full())
+        print_json(obj)
         return
-    st = stored.status or {}
-    cond: dict[str, Any] = next(
-        (c for c in st.get("conditions") or [] if c.get("type") == "UpToDate"), {})
-    lines = [f"environment:        {name} (generation {stored.generation}, observed "
+    raw = obj.get("status") if isinstance(obj, dict) else None
+    st: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    cond = up_to_date(st)
+    version = obj.get("apiVersion") if isinstance(obj, dict) else None
+    lines = [f"environment:        {name} ({version}, generation {stored.generation}, observed "
              f"{st.get('observedGeneration', '-')})",
              f"active generation:  {st.get('activeGeneration', '-')}",
              f"condition:          {cond.get('reason', '-')} ({cond.get('status', '-')}) since "
              f"{cond.get('lastTransitionTime', '-')}",
-             f"message:            {cond.get('message', '-')}",
-             f"requested hash:     {st.get('requestedRolloutHash') or '-'}",
-             f"completed hash:     {st.get('lastCompletedRolloutHash') or '-'}",
-             f"completed release:  {st.get('lastCompletedRelease') or '-'}"]
+             f"message:            {cond.get('message', '-')}"]
+    if raw is not None and not isinstance(raw, dict):
+        lines.append("status:             unreadable (the controller recreates it)")
+    if version == V1ALPHA1:
+        request = spec.get("requestRollout") if isinstance(spec, dict) else None
+        lines += [f"requested rollout:  {request or '-'}",
+                  f"completed request:  {st.get('lastCompletedRolloutRequest') or '-'}",
+                  f"resources hash:     {st.get('resourcesHash') or '-'}"]
+    else:
+        lines += [f"requested hash:     {st.get('requestedRolloutHash') or '-'}",
+                  f"completed hash:     {st.get('lastCompletedRolloutHash') or '-'}"]
+    lines.append(f"completed release:  {st.get('lastCompletedRelease') or '-'}")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -105,8 +154,10 @@ def status(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt = 
 def promote(name: NameArg, force: Annotated[bool, typer.Option(
         "--force", help="Skip catch-up and promote now (sets spec.forcePromote).")] = False,
             ws_dir: WorkspaceOpt = Path(".")) -> None:
-    """Force-promote the rollout in progress: spec.forcePromote := status.requestedRolloutHash."""
+    """Force-promote the rollout in progress: spec.forcePromote := status.requestedRolloutHash
+    (v1alpha1: := spec.requestRollout)."""
     from lockstep.errors import StateError, UsageError
+    from lockstep.rollout.resource import NIL_UUID, V1ALPHA1
     from lockstep.rollout.store import ConflictError
 
     if not force:
@@ -115,16 +166,21 @@ def promote(name: NameArg, force: Annotated[bool, typer.Option(
     store = open_store(ws_dir)
     for _ in range(5):
         stored = store.get(name)
-        st = stored.status or {}
-        requested = st.get("requestedRolloutHash")
-        cond: dict[str, Any] = next(
-        (c for c in st.get("conditions") or [] if c.get("type") == "UpToDate"), {})
-        if not requested or cond.get("reason") not in ("Applying", "ReadyToPromote"):
+        body = stored.full()
+        st = stored.status if isinstance(stored.status, dict) else {}
+        spec = body.get("spec") if isinstance(body, dict) else None
+        if not isinstance(spec, dict):
+            raise StateError(f"environment {name} has no readable spec",
+                             "write it again with `lockstep rollout apply FILE`")
+        requested = (spec.get("requestRollout") if body.get("apiVersion") == V1ALPHA1
+                     else st.get("requestedRolloutHash"))
+        cond = up_to_date(st)
+        if not isinstance(requested, str) or requested in ("", NIL_UUID) \
+                or cond.get("reason") not in ("Applying", "ReadyToPromote"):
             raise StateError(f"environment {name} has no rollout in progress "
                              f"(condition {cond.get('reason', 'none')})",
                              "see `lockstep rollout status NAME`")
-        body = stored.full()
-        body["spec"] = dict(body.get("spec") or {}) | {"forcePromote": requested}
+        body["spec"] = spec | {"forcePromote": requested}
         try:
             store.put(body, expected_rv=stored.resource_version)
         except ConflictError:

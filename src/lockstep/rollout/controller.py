@@ -10,6 +10,7 @@ workloads change, or a rollout reaches its timeout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -22,7 +23,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from lockstep.errors import LockstepError
+from lockstep import faults
+from lockstep.errors import LockstepError, NotFoundError
+from lockstep.rollout.convert import ConversionError, up
 from lockstep.rollout.driver import Driver, LocalDriver
 from lockstep.rollout.plan import (
     Apply,
@@ -40,13 +43,14 @@ from lockstep.rollout.plan import (
     WriteStatus,
 )
 from lockstep.rollout.reconcile import reconcile, timeout_deadline
+from lockstep.rollout.resource import V1ALPHA1, V1ALPHA2
 from lockstep.rollout.store import ConflictError, EnvironmentStore, environments
 
 log = logging.getLogger("lockstep.rollout.controller")
 
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 300.0
 STORE_POLL = 0.2  # seconds between checks of the store's resourceVersions
-WORKLOAD_POLL = 0.5  # seconds between observations of a waiting rollout's workloads
+WORKLOAD_POLL = 0.1  # seconds between observations of a waiting rollout's workloads
 _NEVER = float("inf")
 
 
@@ -97,6 +101,8 @@ class Controller:
         stored = self.store.get(name)
         obj = stored.full()
         rv = stored.resource_version
+        if not isinstance(obj, dict):  # a hand-edited row: nothing to observe or write to
+            return Fail("the stored Environment is not a JSON object"), Observed(), rv
         try:
             observed = self.driver.observe(name, obj)
         except (LockstepError, OSError) as exc:
@@ -110,6 +116,7 @@ class Controller:
         for step in plan.steps:
             try:
                 if isinstance(step, WriteStatus):
+                    faults.crashpoint("rollout-before-promoting", _reason(step) == "Promoting")
                     rv = self.store.write_status(name, dict(step.status), rv)
                 elif isinstance(step, WriteSpec):
                     body = stored.full()
@@ -119,6 +126,7 @@ class Controller:
                     try:
                         if isinstance(step, Apply):
                             self.driver.apply(name, obj, step.generation)
+                            faults.crashpoint("rollout-after-apply")
                         else:
                             self.driver.skip_catchup(name, step.generation, step.component)
                     except (LockstepError, OSError) as exc:
@@ -126,8 +134,10 @@ class Controller:
                         rv = self.store.write_status(name, step.failure(_text(exc)), rv)
                         return Fail(_text(exc)), observed, rv
                 elif isinstance(step, Promote):
+                    faults.crashpoint("rollout-before-promote-call")
                     if not self.driver.promote(name, step.generation, step.component):
                         return Requeue(5, 10), observed, rv
+                    faults.crashpoint("rollout-after-promote-call")
                 elif isinstance(step, Teardown):
                     self.driver.teardown(name, step.generation)
                 elif isinstance(step, Route):
@@ -145,10 +155,33 @@ class Controller:
 
     # --- the loop -----------------------------------------------------------------------------
 
+    def migrate_storage(self) -> list[str]:
+        """Rewrite every object stored as v1alpha1 (left by a v1alpha1-mode controller) as
+        v1alpha2, spec and status together, best effort (spec/rollouts.md §4.6); the names
+        rewritten. A conflict or an unconvertible object is left for its passes to report."""
+        done = []
+        for name in self.store.names():
+            try:
+                stored = self.store.get(name)
+            except LockstepError:
+                continue  # unreadable or gone: its passes report it
+            if not (isinstance(stored.obj, dict) and stored.obj.get("apiVersion") == V1ALPHA1):
+                continue
+            try:
+                self.store.rewrite(name, up(stored.full()), stored.resource_version)
+            except (LockstepError, ConversionError) as exc:
+                log.warning("%s: not migrated to %s: %s", name, V1ALPHA2, _text(exc))
+                continue
+            log.info("%s: stored as %s (was %s)", name, V1ALPHA2, V1ALPHA1)
+            done.append(name)
+        return done
+
     def run(self, once: bool = False, stop: threading.Event | None = None) -> None:
         """Reconcile every environment until `stop` is set; with `once`, run each environment's
         passes until one ends Done, Fail or with a delayed requeue, then return."""
         stop = stop or threading.Event()
+        if self.settings.api == "v1alpha2":
+            self.migrate_storage()
         if once:
             for name in self.store.names():
                 for _ in range(20):
@@ -178,17 +211,24 @@ class Controller:
     def _pass(self, name: str) -> Ending:
         """Run one pass and schedule the next one from its ending and the rollout timeout."""
         sched = self._schedules.setdefault(name, _Schedule())
+        level = logging.INFO
         try:
             ending, observed = self.run_pass(name)
-        except LockstepError as exc:  # deleted, or the store failed: look again later
-            log.warning("%s: %s", name, _text(exc))
-            ending, observed = Fail(_text(exc)), Observed()
+        except Exception as exc:  # deleted, unreadable, the store failed, or a bug: this
+            # environment backs off and the loop goes on with the others
+            expected = isinstance(exc, LockstepError)
+            level = logging.WARNING if expected else logging.ERROR
+            error = _text(exc) if expected else f"{type(exc).__name__}: {_text(exc)}"
+            log.debug("%s: the pass raised", name, exc_info=True)
+            ending, observed = Fail(error), Observed()
+            with contextlib.suppress(Exception):  # retry on the backoff, or when edited
+                sched.seen_rv = self._versions().get(name)
         now = time.monotonic()
         sched.watch, sched.next_watch = None, _NEVER
         if isinstance(ending, Fail):
             delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** sched.failures)
             sched.failures += 1
-            log.info("%s: pass failed (%s); retrying in %.0f s", name, ending.error, delay)
+            log.log(level, "%s: pass failed (%s); retrying in %.0f s", name, ending.error, delay)
         else:
             sched.failures = 0
             delay = _NEVER
@@ -198,11 +238,12 @@ class Controller:
                     sched.watch = dataclasses.replace(observed, fresh_uuid=None)
                     sched.next_watch = now + WORKLOAD_POLL
         try:
-            stored = self.store.get(name)
-        except LockstepError:
+            deadline = timeout_deadline(self.store.get(name).full(), self.settings)
+        except NotFoundError:
             sched.seen_rv = None
             return ending
-        deadline = timeout_deadline(stored.full(), self.settings)
+        except Exception:  # unreadable: the pass has reported it
+            deadline = None
         if deadline is not None:
             until = (deadline - self.clock()).total_seconds()
             if until > 0:
@@ -214,7 +255,7 @@ class Controller:
         """The workloads as they are now (None if they cannot be observed)."""
         try:
             return self.driver.observe(name, self.store.get(name).full())
-        except (LockstepError, OSError):
+        except Exception:  # unreadable or gone: the next pass reports it
             return None
 
     def _versions(self) -> dict[str, int]:
@@ -222,6 +263,12 @@ class Controller:
         with self.store.engine.connect() as c:
             rows = c.execute(select(environments.c.name, environments.c.resource_version))
             return {str(r[0]): int(r[1]) for r in rows}
+
+
+def _reason(step: WriteStatus) -> object:
+    """The `UpToDate` reason a status write sets (a crash point needs the Promoting one)."""
+    return next((c.get("reason") for c in step.status.get("conditions") or []
+                 if isinstance(c, dict) and c.get("type") == "UpToDate"), None)
 
 
 def _text(exc: Exception) -> str:

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -41,6 +42,7 @@ log = logging.getLogger("lockstep.rollout.demo_service")
 
 STATE_FILE = "state.sqlite3"
 MAX_KEY = 256
+DRAIN_GRACE = 2.0  # seconds an exiting process waits for the connections it accepted
 
 
 class DemoHooks(Hooks):
@@ -80,10 +82,53 @@ def read_key(state: SharedState, key: str) -> tuple[str, int] | None:
     return None if row is None else (str(row[0]), int(row[1]))
 
 
-def _public_handler(service: ManagedService) -> type[JsonHandler]:
+class InFlight:
+    """How many connections the public listener is serving, so an exit can wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._idle:
+            self._count -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no connection is being served; False if `timeout` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)
+
+
+def drain(server: ThreadingHTTPServer, inflight: InFlight, grace: float) -> None:
+    """Stop accepting, serve the connections already queued, close the listener and wait for
+    those in flight (at most `grace` s): a client of an exiting generation (fenced or stopped)
+    gets an answer — reads succeed, writes 503 — instead of a reset connection."""
+    server.shutdown()
+    server.socket.setblocking(False)
+    while True:
+        try:
+            request, addr = server.get_request()
+        except OSError:  # nothing queued any more
+            break
+        server.process_request(request, addr)
+    server.server_close()
+    inflight.wait_idle(grace)
+
+
+def _public_handler(service: ManagedService, inflight: InFlight) -> type[JsonHandler]:
     """GET/PUT /kv/<key>, GET /info and GET /healthz."""
 
     class Handler(JsonHandler):
+        def handle(self) -> None:
+            """Serve the connection, counted in `inflight`."""
+            with inflight:
+                super().handle()
+
         def _key(self) -> str | None:
             """The key of a /kv/<key> path (None for other paths or a bad key)."""
             if not self.route.startswith("/kv/"):
@@ -194,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         service = ManagedService.from_env(
             SharedState(args.data / STATE_FILE), args.release, hooks=hooks,
             fence_interval=args.fence_interval, catchup_max_wait=args.catchup_max_wait)
-        public = bind_http(public_addr, _public_handler(service), "public listener")
+        inflight = InFlight()
+        public = bind_http(public_addr, _public_handler(service, inflight), "public listener")
         rule = service.start()
     except Fenced as exc:
         log.info("%s; exiting without writing", exc)
@@ -217,8 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "role": "read-only" if rule is BootRule.READ_ONLY else "leader",
         "internal": f"{internal_host}:{internal_port}", "public": f"{host}:{port}"}), flush=True)
     code = service.wait()
-    public.shutdown()
-    public.server_close()
+    drain(public, inflight, DRAIN_GRACE)
     service.close()
     return code or 0
 

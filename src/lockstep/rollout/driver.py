@@ -3,7 +3,8 @@
 
 LocalDriver keeps everything under `<workspace>/.lockstep/rollouts/<env>/`: `workloads/<name>.json`
 (one durable record per process: pid, start time, addresses, labels), `logs/<name>.log`,
-`state/<component>/` (the component's shared data) and `routes.json` (the stable endpoints).
+`state/<component>/` (the component's shared data), `routes.json` (where each stable endpoint
+forwards) and `endpoints/<env>-<c>.json` (the endpoint processes, lockstep.rollout.endpoint).
 A restarted controller re-observes live workloads from the records. Linux: liveness compares the
 pid's start time in /proc with the recorded one, so a reused pid is never mistaken for a workload.
 """
@@ -24,9 +25,12 @@ from typing import Any, Protocol
 
 import httpx
 
+from lockstep import faults
 from lockstep.errors import LockstepError
+from lockstep.rollout.endpoint import Endpoints
 from lockstep.rollout.hashing import canonical_json, rollout_hash
 from lockstep.rollout.plan import ApplyStateless, Generation, LeaderStatus, Observed
+from lockstep.rollout.release_source import ReleaseSource, command_line
 
 log = logging.getLogger("lockstep.rollout.driver")
 
@@ -115,10 +119,13 @@ class LocalDriver:
         self.internal_host = internal_host
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._http = httpx.Client(timeout=LEADER_TIMEOUT, trust_env=False)
+        self.releases = ReleaseSource(workspace, self.root)  # release mode (spec.release)
+        self.endpoints = Endpoints(self.root, process_start_time)
 
     def close(self) -> None:
         """Close the HTTP client and reap exited children (the workloads keep running)."""
         self._http.close()
+        self.endpoints.close()
         for proc in self._children.values():
             proc.poll()
 
@@ -219,9 +226,13 @@ class LocalDriver:
     def apply(self, env: str, obj: dict[str, Any], generation: int) -> None:
         """Start every stateful component of `generation` not already running (a dead one is
         restarted, after reporting once how it ended if this driver started it)."""
-        components = _components(obj)
+        components = _components(obj, self.releases)
         h = rollout_hash(obj)
         wanted = {c: spec for c, spec in components.items() if spec.get("stateless") is not True}
+        if not wanted and "release" in (obj.get("spec") or {}):
+            raise DriverError(f"release {obj['spec']['release']} deploys no stateful component",
+                              "a generation needs one: give a component a deploy table without "
+                              "stateless = true")
         existing = {str(r["component"]): r for r in self.records(env)
                     if r.get("generation") == generation}
         for component, record in existing.items():
@@ -235,7 +246,8 @@ class LocalDriver:
             if old is not None:
                 self._forget(env, old, report=True)
             self._start(env, name, component, spec, generation,
-                        {"rolloutHash": h, "release": None})
+                        {"rolloutHash": h, "release": None,
+                         "request": (obj.get("spec") or {}).get("requestRollout")})
 
     def teardown(self, env: str, generation: int) -> None:
         """Stop every process of `generation` (SIGTERM, then SIGKILL) and drop its records."""
@@ -261,19 +273,36 @@ class LocalDriver:
             return False
 
     def route(self, env: str, generation: int) -> None:
-        """Record in routes.json each component's active workload and its public address."""
-        routes = self.routes(env)
-        for record in self.records(env):
-            if record.get("generation") == generation:
-                routes[str(record["component"])] = {
-                    "endpoint": f"{env}-{record['component']}", "workload": record["name"],
-                    "generation": generation, "public": record.get("public"),
-                    "internal": record.get("internal")}
-        path = self.env_dir(env) / "routes.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(routes, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        """Point each stable endpoint at `generation`: routes.json then names its workloads (and
+        the live stateless ones), and an endpoint process serves each routed component."""
+        self._publish_routes(env, generation)
+
+    def endpoint(self, env: str, component: str) -> str | None:
+        """The stable HOST:PORT of `<env>-<component>`, None until its endpoint has started."""
+        return self.endpoints.address(env, component)
+
+    def _publish_routes(self, env: str, generation: int | None) -> None:
+        """Rewrite routes.json (only if it changed): the stateful components of `generation`
+        (None: keep the stateful routes), and every stateless workload not routed statefully;
+        then make the endpoint processes exactly the routed components."""
+        old = self.routes(env)
+        records = self.records(env)
+        if generation is None:
+            routes = {c: r for c, r in old.items()
+                      if isinstance(r, dict) and r.get("generation") is not None}
+        else:
+            routes = {str(r["component"]): _route(env, r) for r in records
+                      if r.get("generation") == generation}
+        for record in records:
+            if record.get("generation") is None and self.alive(record):
+                routes.setdefault(str(record["component"]), _route(env, record))
+        if routes != old:
+            path = self.env_dir(env) / "routes.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(routes, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        self.endpoints.sync(env, sorted(routes))
 
     def routes(self, env: str) -> dict[str, Any]:
         """The stable endpoints of `env`: component → workload, generation and addresses."""
@@ -285,11 +314,12 @@ class LocalDriver:
 
     def apply_stateless(self, env: str, step: ApplyStateless) -> None:
         """Stateless workloads `<env>-<c>`: started, replaced when their component changed, and
-        stopped when gone from the spec. Release mode has none in the local driver yet."""
-        if step.components is None and step.release is not None:
-            log.warning("%s: stateless components of release %s are not run by the local "
-                        "driver yet", env, step.release)
+        stopped when gone from the spec (release mode: from the release `step.release`, none
+        before the first promotion)."""
         wanted = {c: dict(s) for c, s in (step.components or {}).items()}
+        if step.components is None and step.release is not None:
+            wanted = {c: s for c, s in _components({"spec": {"release": step.release}},
+                                                   self.releases).items() if s["stateless"]}
         for record in self.records(env):
             if record.get("generation") is not None:
                 continue
@@ -300,6 +330,7 @@ class LocalDriver:
                 del wanted[str(record["component"])]
         for component, spec in sorted(wanted.items()):
             self._start(env, f"{env}-{component}", component, spec, None, {})
+        self._publish_routes(env, None)  # stateless endpoints; heals dead endpoints
 
     # --- processes ----------------------------------------------------------------------------
 
@@ -308,10 +339,17 @@ class LocalDriver:
         """Spawn one workload, record it durably, and wait until it announces its listeners."""
         data = self.env_dir(env) / "state" / component
         data.mkdir(parents=True, exist_ok=True)
-        command, release = image_command(str(spec.get("image")), data)
-        command += [str(a) for a in spec.get("args") or []]
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
                    "LOCKSTEP_INTERNAL_ADDR": f"{self.internal_host}:0"}
+        if isinstance(spec.get("release"), str):  # release mode: the component's own files
+            resolved = self.releases.resolve(spec["release"])
+            tree = self.releases.tree(env, resolved, component)
+            command, release = command_line(resolved.components[component], tree), resolved.tag
+            environ |= {"LOCKSTEP_RELEASE": release, "LOCKSTEP_COMPONENT_DIR": str(tree)}
+            labels = labels | {"release": release}
+        else:
+            command, release = image_command(str(spec.get("image")), data)
+            command += [str(a) for a in spec.get("args") or []]
         if generation is not None:
             environ["LOCKSTEP_DEPLOY_GENERATION"] = str(generation)
         environ |= {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
@@ -333,6 +371,8 @@ class LocalDriver:
         record |= labels
         if generation is not None:
             record["release"] = release
+        if record.get("release") is not None:
+            record["labels"]["lockstep.dev/release"] = record["release"]
         self._write_record(env, record)
         log.info("started %s (pid %d): %s", name, proc.pid, " ".join(command))
         deadline = time.monotonic() + BOOT_TIMEOUT
@@ -376,6 +416,7 @@ class LocalDriver:
         proc = self._children.pop(pid, None)
         if proc is not None:
             proc.wait()
+        faults.crashpoint("rollout-teardown-stopped")
         self._record_path(env, str(record["name"])).unlink(missing_ok=True)
         log.info("stopped %s (pid %d)", record["name"], pid)
 
@@ -392,19 +433,37 @@ class LocalDriver:
             return None
 
 
-def _components(obj: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The spec's components; release mode is not run by the local driver yet."""
+def _components(obj: Mapping[str, Any], releases: ReleaseSource) -> dict[str, dict[str, Any]]:
+    """The spec's components, or in release mode the deployed components of `spec.release`
+    (resolved through its frozen manifest): each with `release`, `source` (its pin), `command`,
+    `args`, `env` and `stateless`."""
     spec = obj.get("spec") or {}
     components = spec.get("components")
-    if not isinstance(components, dict):
-        raise DriverError(f"release {spec.get('release')!r}: the local driver runs components "
-                          "mode only", "list the components under spec.components")
-    return {str(c): dict(s) for c, s in components.items() if isinstance(s, dict)}
+    if isinstance(components, dict):
+        return {str(c): dict(s) for c, s in components.items() if isinstance(s, dict)}
+    tag = spec.get("release")
+    if not isinstance(tag, str):
+        raise DriverError("the spec names neither a release nor components",
+                          "set spec.release or spec.components")
+    release = releases.resolve(tag)
+    return {name: {"release": release.tag, "source": c.source_key,
+                   "command": list(c.deploy.command), "args": list(c.deploy.args),
+                   "env": dict(c.deploy.env), "stateless": c.deploy.stateless}
+            for name, c in release.components.items()}
+
+
+def _route(env: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The routes.json entry of a workload: the endpoint's name and where it forwards."""
+    return {"endpoint": f"{env}-{record['component']}", "workload": record["name"],
+            "generation": record.get("generation"), "public": record.get("public"),
+            "internal": record.get("internal")}
 
 
 def _config(spec: Mapping[str, Any]) -> str:
-    """What decides whether a stateless workload must be replaced: its image, args and env."""
-    return canonical_json({k: spec.get(k) for k in ("image", "args", "env")}).decode("utf-8")
+    """What decides whether a stateless workload must be replaced: its image, args and env (in
+    release mode its pin and deploy table, not the release tag)."""
+    keys = ("source", "command", "args", "env") if "source" in spec else ("image", "args", "env")
+    return canonical_json({k: spec.get(k) for k in keys}).decode("utf-8")
 
 
 def _message(resp: httpx.Response | None) -> str:

@@ -58,9 +58,12 @@ class Stored:
     def full(self) -> dict[str, Any]:
         """The object as a client reads it: metadata.generation/resourceVersion and status."""
         out = copy.deepcopy(self.obj)
+        if not isinstance(out, dict):
+            return out  # a hand-edited row: the reconciler reports it
         meta = out.setdefault("metadata", {})
-        meta["generation"] = self.generation
-        meta["resourceVersion"] = str(self.resource_version)
+        if isinstance(meta, dict):
+            meta["generation"] = self.generation
+            meta["resourceVersion"] = str(self.resource_version)
         if self.status is not None:
             out["status"] = copy.deepcopy(self.status)
         return out
@@ -83,8 +86,12 @@ class EnvironmentStore:
             raise NotFoundError(f"no environment {name!r}",
                                 f"environments: {known}; create one with `lockstep rollout "
                                 "apply FILE`")
-        return Stored(row.name, row.generation, row.resource_version, json.loads(row.object),
-                      json.loads(row.status) if row.status else None)
+        try:
+            obj = json.loads(row.object)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"environment {name!r} is stored unreadable: {exc}",
+                             "write it again with `lockstep rollout apply FILE`") from None
+        return Stored(row.name, row.generation, row.resource_version, obj, _status(row.status))
 
     def names(self) -> list[str]:
         """Every stored environment's name."""
@@ -116,17 +123,17 @@ class EnvironmentStore:
             if expected_rv is not None and row.resource_version != expected_rv:
                 raise ConflictError(f"environment {name!r} changed since it was read",
                                     "read it again and retry")
-            old = json.loads(row.object)
+            old = _loads(row.object)
             if old == body:
                 return Stored(name, row.generation, row.resource_version, old,
-                              json.loads(row.status) if row.status else None)
-            generation = row.generation + (1 if old.get("spec") != body.get("spec") else 0)
+                              _status(row.status))
+            old_spec = old.get("spec") if isinstance(old, dict) else old
+            generation = row.generation + (1 if old_spec != body.get("spec") else 0)
             rv = row.resource_version + 1
             c.execute(environments.update().where(environments.c.name == name).values(
                 generation=generation, resource_version=rv, object=_dumps(body),
                 updated_at=time.time()))
-            return Stored(name, generation, rv, body,
-                          json.loads(row.status) if row.status else None)
+            return Stored(name, generation, rv, body, _status(row.status))
 
     def write_status(self, name: str, status: dict[str, Any], expected_rv: int) -> int:
         """Replace the status if the object is still at `expected_rv`; the new resourceVersion.
@@ -141,8 +148,8 @@ class EnvironmentStore:
             rv = int(row.resource_version) + 1
             c.execute(environments.update().where(environments.c.name == name).values(
                 status=_dumps(status), resource_version=rv, updated_at=time.time()))
-            old = json.loads(row.status) if row.status else {}
-            cond, before = _condition(status), _condition(old)
+            old = _status(row.status)
+            cond, before = _condition(status), _condition(old if isinstance(old, dict) else {})
             if cond is not None and (before is None or _strip_time(cond) != _strip_time(before)):
                 c.execute(history.insert().values(
                     name=name, at=time.time(), generation=row.generation,
@@ -150,6 +157,25 @@ class EnvironmentStore:
                     active_generation=status.get("activeGeneration"),
                     requested_hash=status.get("requestedRolloutHash"),
                     completed_hash=status.get("lastCompletedRolloutHash")))
+            return rv
+
+    def rewrite(self, name: str, full: dict[str, Any], expected_rv: int) -> int:
+        """Replace object and status together, keeping `metadata.generation` (a storage-version
+        migration rewrites an object unchanged in meaning); the new resourceVersion."""
+        body = {k: copy.deepcopy(v) for k, v in full.items() if k != "status"}
+        meta = body.setdefault("metadata", {})
+        for key in ("generation", "resourceVersion"):
+            meta.pop(key, None)
+        status = full.get("status")
+        with self.engine.begin() as c:
+            row = c.execute(select(environments).where(environments.c.name == name)).first()
+            if row is None or row.resource_version != expected_rv:
+                raise ConflictError(f"environment {name!r} changed since it was read",
+                                    "read it again and retry")
+            rv = int(row.resource_version) + 1
+            c.execute(environments.update().where(environments.c.name == name).values(
+                object=_dumps(body), status=None if status is None else _dumps(status),
+                resource_version=rv, updated_at=time.time()))
             return rv
 
     def history(self, name: str) -> list[dict[str, Any]]:
@@ -166,6 +192,20 @@ class EnvironmentStore:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _loads(text: str) -> Any:
+    """A stored JSON column; its raw text if a hand edit left it unparsable."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _status(text: str | None) -> Any:
+    """A stored status as written, None when absent. One a hand edit garbled (not JSON, or not
+    an object) is returned as it is: the controller recreates it (D0) like a missing one."""
+    return _loads(text) if text else None
 
 
 def _condition(status: dict[str, Any]) -> dict[str, Any] | None:
