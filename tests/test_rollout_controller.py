@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from lockstep.rollout.controller import Controller
-from lockstep.rollout.driver import DriverError, LocalDriver, image_command, process_start_time
+from lockstep.rollout.driver import DriverError, LocalDriver, image_command
+from lockstep.rollout.processes import process_start_time
 from lockstep.rollout.store import EnvironmentStore
 
 ENV = "shop"

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from lockstep.rollout.demo_service import STATE_FILE
-from lockstep.rollout.driver import process_start_time
 from lockstep.rollout.hashing import rollout_hash
+from lockstep.rollout.processes import process_start_time
 from lockstep.rollout.protocol import SharedState
 from tests.test_rollout_controller import ENV, IMAGE, World, apply, lockstep
 
@@ -226,3 +226,52 @@ def test_a_controller_killed_in_each_phase_finishes_the_rollout_on_restart(
         got = httpx.get(f"http://{final[2]['public']}/kv/{key}")
         assert got.status_code == 200 and got.json()["value"] == value, (key, got.text)
     assert put(final[2], "after", "x").status_code == 200
+
+
+def gate_held(ws: Path, generation: int) -> list[int]:
+    """Pids of processes started for `ws` with LOCKSTEP_DEPLOY_GENERATION=`generation`."""
+    wanted = f"LOCKSTEP_DEPLOY_GENERATION={generation}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or process_start_time(int(proc.name)) is None:
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ and str(ws).encode() in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_a_controller_killed_between_spawn_and_record_leaves_nothing_running(
+        crashable: Crashable) -> None:
+    """Killed after spawning candidate 2 but before its record is written: the process never
+    runs its command (its gate sees end of file and it exits), no record or process of
+    generation 2 is left, and the next controller starts and promotes a fresh one."""
+    ws = crashable.ws
+    first = crashable.start()
+    apply(ws, environment("1.0"))
+    first.wait_reason("Applied", 1)
+    gen1 = first.generations()[1]
+    assert put(gen1, "k", "v").status_code == 200
+    crashable.stop()
+
+    apply(ws, environment("1.1"))
+    crashed = lockstep(ws, "controller", "run", "--test-crash-at", "rollout-before-record")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert condition(first.status())["reason"] == "Applying"
+    assert sorted(first.generations()) == [1], "generation 2 was recorded before the kill"
+    until("the unrecorded candidate to exit", lambda: not gate_held(ws, 2))
+    log = ws / ".lockstep/rollouts" / ENV / "logs" / f"{ENV}-db-2.log"
+    assert "listening" not in log.read_text(encoding="utf-8"), "the candidate ran its command"
+    assert alive(gen1) and leader_status(gen1) == "IsLeader"
+
+    second = crashable.start()
+    done = second.wait_reason("Applied", 2)
+    assert done["status"]["lastCompletedRelease"] == "1.1"
+    final = second.generations()
+    assert list(final) == [2] and leader_status(final[2]) == "IsLeader"
+    got = httpx.get(f"http://{final[2]['public']}/kv/k")
+    assert got.status_code == 200 and got.json()["value"] == "v"

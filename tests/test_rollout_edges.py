@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from lockstep.cli.main import run as cli_run
-from lockstep.rollout.driver import process_start_time
 from lockstep.rollout.hashing import rollout_hash
 from lockstep.rollout.plan import ApiMode, Done, Settings
+from lockstep.rollout.processes import process_start_time
 from lockstep.rollout.reconcile import parse_rfc3339
 from lockstep.rollout.store import EnvironmentStore
 from tests.test_rollout_controller import ENV, IMAGE, World, _cond, apply, lockstep, spec

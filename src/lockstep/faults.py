@@ -29,6 +29,7 @@ POINTS = {
     "release-after-advance": "release: branch fast-forwarded and recorded",
     "release-during-wait": "release: waiting for an artifact, after the first miss",
     "release-after-wait": "release: artifact found and its digest recorded",
+    "rollout-before-record": "rollout: a workload spawned and held at its gate, not recorded",
     "rollout-after-apply": "rollout: Applying written and Apply(N) returned (candidate started)",
     "rollout-before-promoting": "rollout: the pass found candidate N ready, Promoting not written",
     "rollout-before-promote-call": "rollout: Promoting written, promote not yet called",

@@ -11,11 +11,9 @@ pid's start time in /proc with the recorded one, so a reused pid is never mistak
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +28,13 @@ from lockstep.errors import LockstepError
 from lockstep.rollout.endpoint import Endpoints
 from lockstep.rollout.hashing import canonical_json, rollout_hash
 from lockstep.rollout.plan import ApplyStateless, Generation, LeaderStatus, Observed
+from lockstep.rollout.processes import (
+    announcement,
+    last_line,
+    process_start_time,
+    spawn,
+    stop_group,
+)
 from lockstep.rollout.release_source import ReleaseSource, command_line
 
 log = logging.getLogger("lockstep.rollout.driver")
@@ -96,19 +101,6 @@ def image_command(image: str, data: Path) -> tuple[list[str], str]:
              "--release", tag, "--public-addr", "127.0.0.1:0"], tag)
 
 
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), None if
-    there is no such process or it is a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
 class LocalDriver:
     """Each workload is a process in its own session (so it outlives the controller), started
     with a minimal environment: PATH, LC_ALL, LOCKSTEP_DEPLOY_GENERATION, LOCKSTEP_INTERNAL_ADDR
@@ -160,24 +152,12 @@ class LocalDriver:
 
     def _fill_addresses(self, env: str, record: dict[str, Any]) -> bool:
         """Read the process's `listening` line from its log; True once the addresses are known."""
-        try:
-            with open(record["log"], "rb") as f:
-                f.seek(int(record.get("logOffset", 0)))
-                lines = f.read().decode("utf-8", errors="replace").splitlines()
-        except OSError:
+        event = announcement(record["log"], int(record.get("logOffset", 0)))
+        if event is None:
             return False
-        for line in lines:
-            if not line.startswith("{"):
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "listening":
-                record["internal"], record["public"] = event.get("internal"), event.get("public")
-                self._write_record(env, record)
-                return True
-        return False
+        record["internal"], record["public"] = event.get("internal"), event.get("public")
+        self._write_record(env, record)
+        return True
 
     def alive(self, record: Mapping[str, Any]) -> bool:
         """Whether the recorded process still runs (same pid and start time, not a zombie)."""
@@ -354,17 +334,13 @@ class LocalDriver:
             environ["LOCKSTEP_DEPLOY_GENERATION"] = str(generation)
         environ |= {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
         log_path = self.env_dir(env) / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            offset = out.tell()
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=environ, cwd=data,
-                                    start_new_session=True)
+        spawned = spawn(command, env=environ, cwd=data, log_path=log_path)
+        proc = spawned.proc
         self._children[proc.pid] = proc
         record: dict[str, Any] = {
             "name": name, "environment": env, "component": component, "generation": generation,
             "pid": proc.pid, "startTime": process_start_time(proc.pid), "log": str(log_path),
-            "logOffset": offset, "internal": None, "public": None, "command": command,
+            "logOffset": spawned.log_offset, "internal": None, "public": None, "command": command,
             "config": _config(spec),
             "labels": {"lockstep.dev/environment": env, "lockstep.dev/component": component,
                        "lockstep.dev/generation": generation}}
@@ -373,7 +349,13 @@ class LocalDriver:
             record["release"] = release
         if record.get("release") is not None:
             record["labels"]["lockstep.dev/release"] = record["release"]
-        self._write_record(env, record)
+        faults.crashpoint("rollout-before-record")
+        try:
+            self._write_record(env, record)
+        except BaseException:
+            spawned.abort()
+            raise
+        spawned.go()
         log.info("started %s (pid %d): %s", name, proc.pid, " ".join(command))
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not self._fill_addresses(env, record):
@@ -393,26 +375,15 @@ class LocalDriver:
         proc = self._children.pop(int(record["pid"]), None)
         if report and proc is not None and proc.returncode not in (None, 0):
             raise DriverError(f"{record['name']} exited with status {proc.returncode}: "
-                              f"{_last_line(Path(record['log']), int(record['logOffset']))}",
+                              f"{last_line(Path(record['log']), int(record['logOffset']))}",
                               f"see its log {record['log']}")
 
     def _stop(self, env: str, record: dict[str, Any]) -> None:
         """Stop the workload's process group and wait until it is gone; drop its record."""
         pid = int(record["pid"])
-        if self.alive(record):
-            for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, STOP_TIMEOUT)):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, sig)
-                deadline = time.monotonic() + wait
-                while self.alive(record) and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                if not self.alive(record):
-                    break
-            if self.alive(record):
-                raise DriverError(f"{record['name']} (pid {pid}) survived SIGKILL",
-                                  "stop it by hand; the next pass retries")
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)  # anything the workload left in its group
+        if not stop_group(pid, lambda: self.alive(record), STOP_TIMEOUT):
+            raise DriverError(f"{record['name']} (pid {pid}) survived SIGKILL",
+                              "stop it by hand; the next pass retries")
         proc = self._children.pop(pid, None)
         if proc is not None:
             proc.wait()
@@ -481,15 +452,3 @@ def _message(resp: httpx.Response | None) -> str:
         if isinstance(body, dict) and isinstance(body.get("message"), str):
             return str(body["message"])
     return f"HTTP {resp.status_code}"
-
-
-def _last_line(path: Path, offset: int) -> str:
-    """The last non-empty line the process wrote, for an error message."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            lines = [ln for ln in f.read().decode("utf-8", errors="replace").splitlines()
-                     if ln.strip()]
-    except OSError:
-        return "(no log)"
-    return lines[-1][:300] if lines else "(no output)"

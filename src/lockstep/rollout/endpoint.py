@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lockstep.errors import EXIT_USAGE, LockstepError
+from lockstep.rollout.processes import announcement, last_line, spawn, stop_group
 
 log = logging.getLogger("lockstep.rollout.endpoint")
 
@@ -301,20 +302,12 @@ class Endpoints:
 
     def _fill_address(self, record: dict[str, Any]) -> bool:
         """Read the process's `listening` line from its log; True once the address is known."""
-        try:
-            with open(record["log"], "rb") as f:
-                f.seek(int(record.get("logOffset", 0)))
-                lines = f.read().decode("utf-8", errors="replace").splitlines()
-        except OSError:
+        event = announcement(record["log"], int(record.get("logOffset", 0)))
+        if event is None:
             return False
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                event = json.loads(line) if line.startswith("{") else None
-                if isinstance(event, dict) and event.get("event") == "listening":
-                    record["address"] = event.get("endpoint")
-                    self._write(record)
-                    return True
-        return False
+        record["address"] = event.get("endpoint")
+        self._write(record)
+        return True
 
     def _start(self, env: str, component: str, old: Mapping[str, Any] | None) -> None:
         """Spawn the endpoint (on the old record's address if any), record it, wait for it to
@@ -326,41 +319,35 @@ class Endpoints:
                    "--routes", str(env_dir / "routes.json"), "--component", component,
                    "--listen", listen, "--retry-for", f"{self.retry_for:g}"]
         log_path = env_dir / "logs" / f"{name}.endpoint.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"}
-        with open(log_path, "ab") as out:
-            offset = out.tell()
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=environ, cwd=env_dir,
-                                    start_new_session=True)
+        spawned = spawn(command, env=environ, cwd=env_dir, log_path=log_path)
+        proc = spawned.proc
         self._children[proc.pid] = proc
         record: dict[str, Any] = {
             "name": name, "environment": env, "component": component, "pid": proc.pid,
             "startTime": self.start_time(proc.pid), "address": None, "listen": listen,
-            "log": str(log_path), "logOffset": offset, "command": command}
-        self._write(record)
+            "log": str(log_path), "logOffset": spawned.log_offset, "command": command}
+        try:
+            self._write(record)
+        except BaseException:
+            spawned.abort()
+            raise
+        spawned.go()
         log.info("started endpoint %s (pid %d) on %s", name, proc.pid, listen)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not self._fill_address(record):
             if proc.poll() is not None or time.monotonic() > deadline:
                 if proc.poll() is None:
                     self.stop(env, record)
+                why = last_line(log_path, spawned.log_offset)
                 raise EndpointError(f"endpoint {name} did not start listening on {listen}: "
-                                    f"{_last_line(log_path, offset)}", f"see its log {log_path}")
+                                    f"{why}", f"see its log {log_path}")
             time.sleep(0.02)
 
     def stop(self, env: str, record: Mapping[str, Any]) -> None:
         """Stop an endpoint's process group (SIGTERM, then SIGKILL) and drop its record."""
         pid = int(record["pid"])
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not self.alive(record):
-                break
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, sig)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while self.alive(record) and time.monotonic() < deadline:
-                time.sleep(0.02)
-        if self.alive(record):
+        if not stop_group(pid, lambda: self.alive(record), STOP_TIMEOUT):
             raise EndpointError(f"endpoint {record['name']} (pid {pid}) survived SIGKILL",
                                 "stop it by hand; the next pass retries")
         proc = self._children.pop(pid, None)
@@ -373,18 +360,6 @@ class Endpoints:
         """Stop every endpoint of `env` (its records go too)."""
         for record in self.records(env).values():
             self.stop(env, record)
-
-
-def _last_line(path: Path, offset: int) -> str:
-    """The last non-empty line the process wrote, for an error message."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            lines = [ln for ln in f.read().decode("utf-8", errors="replace").splitlines()
-                     if ln.strip()]
-    except OSError:
-        return "(no log)"
-    return lines[-1][:300] if lines else "(no output)"
 
 
 if __name__ == "__main__":
