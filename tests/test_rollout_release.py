@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -328,3 +329,53 @@ def test_an_image_index_unpacks_this_machines_platform(tmp_path: Path) -> None:
     arch = _ARCH.get(os.uname().machine.lower(), "amd64")
     assert (into / ".platform").read_text() == f"linux/{arch}\n"
     assert (into / "run.sh").read_text() == "echo\n" and not (into / ".rootfs").exists()
+
+
+def test_a_release_renders_for_kubernetes_from_its_frozen_manifest(
+        controller_ws: tuple[ReleaseSystem, Path]) -> None:
+    """`rollout render --kubernetes` of a release-mode Environment resolves the tag in the
+    integration repo: one StatefulSet per stateful deployed component running its image at the
+    pinned version, a Deployment for the stateless one, the release recorded; valid objects."""
+    import kubernetes_validate
+
+    from lockstep.rollout.render import render
+    from tests.test_rollout_render import K8S
+
+    _, ws = controller_ws
+    env = {"apiVersion": "lockstep.dev/v1alpha2", "kind": "Environment",
+           "metadata": {"name": ENV, "namespace": "prod"},
+           "spec": {"release": INTEGRATION_TAG}}
+    path = ws / "env.json"
+    path.write_text(json.dumps(env))
+    done = subprocess.run([sys.executable, "-m", "lockstep", "rollout", "render", str(path),
+                           "--kubernetes", "--generation", "3", "--json", "-C", str(ws)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    objects = json.loads(done.stdout)["items"]
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S, strict=True)
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert kinds == [("Deployment", f"{ENV}-base"), ("Service", f"{ENV}-base"),
+                     ("StatefulSet", f"{ENV}-console-3"), ("Service", f"{ENV}-console-3"),
+                     ("Service", f"{ENV}-console")]
+    pins = Manifest(git.show_file(ws, INTEGRATION_TAG, "manifest.toml").decode()).pins("default")
+    sts = objects[2]
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    console = config.parse((ws / "lockstep.toml").read_text()).components["console"]
+    pin = pins["console"]
+    assert console.tag_transform == "strip-v" and pin.version.startswith("v")
+    assert container["image"] == (f"{console.image}@{pin.digest}" if pin.digest else
+                                  f"{console.image}:{pin.version.removeprefix('v')}")
+    assert {"name": "LOCKSTEP_RELEASE", "value": INTEGRATION_TAG} in container["env"]
+    assert container["args"] == ["--public-addr", "127.0.0.1:0"]
+    assert sts["metadata"]["annotations"]["lockstep.dev/release"] == INTEGRATION_TAG
+    assert render(env, 3, ReleaseSource(ws, ws / ".lockstep" / "rollouts")
+                  .resolve(INTEGRATION_TAG)) == objects
+
+    env["spec"]["release"] = "v2099.01.1"
+    path.write_text(json.dumps(env))
+    done = subprocess.run([sys.executable, "-m", "lockstep", "rollout", "render", str(path),
+                           "--kubernetes", "-C", str(ws)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0 and "unknown release v2099.01.1" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

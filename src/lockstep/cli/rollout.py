@@ -213,16 +213,26 @@ def render(
     generation: Annotated[int, typer.Option(
         "--generation", min=1, help="The deploy generation to render.")] = 1,
     json_out: JsonOpt = False,
+    ws_dir: WorkspaceOpt = Path("."),
 ) -> None:
     """Print the objects a Kubernetes driver applies for one generation (StatefulSet and
-    Service per stateful component, the stable Service, stateless Deployments)."""
+    Service per stateful component, the stable Service, stateless Deployments); a release is
+    resolved in the integration repo -C DIR."""
     from lockstep.errors import UsageError
     from lockstep.rollout.render import render as render_objects
     from lockstep.rollout.resource import dump
 
     if not kubernetes:
         raise UsageError("say what to render", "add --kubernetes")
-    objects = render_objects(read_environment(file), generation)
+    obj = read_environment(file)
+    release = None
+    spec = obj.get("spec")
+    if isinstance(spec, dict) and isinstance(spec.get("release"), str):
+        from lockstep.rollout.release_source import ReleaseSource
+
+        release = ReleaseSource(ws_dir, ws_dir / ".lockstep" / "rollouts").resolve(
+            spec["release"])
+    objects = render_objects(obj, generation, release)
     if json_out:
         print_json({"apiVersion": "v1", "kind": "List", "items": objects})
     else:

@@ -1,17 +1,21 @@
 """The Kubernetes objects a Kubernetes driver applies for one generation of an Environment
 (spec/rollouts.md §2.6): per stateful component a StatefulSet and a Service named
 `<env>-<c>-<g>`, the stable Service `<env>-<c>` routed to the generation, and per stateless
-component a Deployment and Service `<env>-<c>`. Pure: the same object and generation give the
-same objects."""
+component a Deployment and Service `<env>-<c>`. Pure: the same object, generation and (in
+release mode) resolved release give the same objects."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lockstep.errors import UsageError
+from lockstep.release_config import transform_tag
 from lockstep.rollout.convert import up
 from lockstep.rollout.hashing import rollout_hash
 from lockstep.rollout.resource import GROUP, validate
+
+if TYPE_CHECKING:
+    from lockstep.rollout.release_source import Release
 
 INTERNAL_PORT = 6878  # the promotion protocol's listener (LOCKSTEP_INTERNAL_ADDR)
 PUBLIC_PORT = 6875
@@ -55,22 +59,51 @@ def _service(name: str, namespace: str, labels: dict[str, str], selector: dict[s
             "spec": {"selector": dict(selector), "ports": ports}}
 
 
-def render(obj: dict[str, Any], generation: int) -> list[dict[str, Any]]:
-    """The objects for `generation` of a components-mode Environment (either version)."""
+def release_components(release: Release) -> dict[str, dict[str, Any]]:
+    """The deployed components of a resolved release as components-mode entries: the image
+    pinned by the manifest's digest (else tagged with the version through its tag_transform),
+    the deploy table's args and env plus LOCKSTEP_RELEASE, and `stateless`. On Kubernetes the
+    image's own entrypoint runs; `deploy.command` is the local driver's."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, comp in sorted(release.components.items()):
+        spec = release.config.components.get(name) if release.config else None
+        artifacts = spec.artifacts if spec is not None else ()
+        if not artifacts:
+            raise UsageError(f"component {name} of release {release.tag} names no image",
+                             f"give [components.{name}] an image in lockstep.toml: a "
+                             "Kubernetes workload runs one")
+        first = artifacts[0]
+        image = (f"{first.image}@{comp.pin.digest}" if comp.pin.digest else
+                 f"{first.image}:{transform_tag(first.tag_transform, comp.pin.version)}")
+        out[name] = {"image": image, "args": list(comp.deploy.args),
+                     "env": dict(comp.deploy.env) | {"LOCKSTEP_RELEASE": release.tag},
+                     "stateless": comp.deploy.stateless}
+    return out
+
+
+def render(obj: dict[str, Any], generation: int,
+           release: Release | None = None) -> list[dict[str, Any]]:
+    """The objects for `generation` of an Environment (either version); a release-mode one
+    needs its release, resolved through the tag's frozen manifest."""
     if generation < 1:
         raise UsageError(f"generation {generation} is not a deploy generation",
                          "generations count from 1")
     validate(obj)
     v2 = up(obj)
     spec = v2["spec"]
-    if "components" not in spec:
+    annotations = {f"{GROUP}/rollout-hash": rollout_hash(v2)}
+    if "components" in spec:
+        components = spec["components"]
+    elif release is None or release.tag != spec.get("release"):
         raise UsageError("rendering a release-mode Environment needs its release's manifest",
-                         "render an Environment with `components`")
+                         "run it in the integration repo (-C DIR) that holds the release tag")
+    else:
+        components = release_components(release)
+        annotations[f"{GROUP}/release"] = release.tag
     env = str(v2["metadata"]["name"])
     namespace = str(v2["metadata"].get("namespace") or "default")
-    h = rollout_hash(v2)
     out: list[dict[str, Any]] = []
-    for comp_name, comp in sorted(spec["components"].items()):
+    for comp_name, comp in sorted(components.items()):
         if comp.get("stateless"):
             labels = _labels(env, comp_name, None)
             name = f"{env}-{comp_name}"
@@ -85,7 +118,6 @@ def render(obj: dict[str, Any], generation: int) -> list[dict[str, Any]]:
             continue
         labels = _labels(env, comp_name, generation)
         name = f"{env}-{comp_name}-{generation}"
-        annotations = {f"{GROUP}/rollout-hash": h}
         out.append({
             "apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
