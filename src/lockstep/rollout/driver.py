@@ -11,9 +11,11 @@ pid's start time in /proc with the recorded one, so a reused pid is never mistak
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ import httpx
 
 from lockstep import faults
 from lockstep.errors import LockstepError
+from lockstep.manifest import DEFAULT_CONFIGURATION
 from lockstep.rollout.endpoint import Endpoints
 from lockstep.rollout.hashing import canonical_json, rollout_hash
 from lockstep.rollout.plan import ApplyStateless, Generation, LeaderStatus, Observed
@@ -35,7 +38,7 @@ from lockstep.rollout.processes import (
     spawn,
     stop_group,
 )
-from lockstep.rollout.release_source import ReleaseSource, command_line
+from lockstep.rollout.release_source import Release, ReleaseSource, command_line
 
 log = logging.getLogger("lockstep.rollout.driver")
 
@@ -314,15 +317,55 @@ class LocalDriver:
 
     # --- processes ----------------------------------------------------------------------------
 
+    def start_workload(self, env: str, name: str, component: str, spec: Mapping[str, Any],
+                       generation: int | None, labels: dict[str, Any], *,
+                       wait: bool = True) -> dict[str, Any]:
+        """Start one workload of `env` outside a rollout (upgrade scenarios): gated, recorded
+        and logged exactly as `apply` does; `wait=False` returns once it runs its command, for a
+        process that may exit before it listens. Returns its record."""
+        return self._start(env, name, component, spec, generation, labels, wait=wait)
+
+    def exit_status(self, record: Mapping[str, Any]) -> int | None:
+        """The exit status of a workload this driver started, once it has exited; None while it
+        runs, or when another driver started it."""
+        proc = self._children.get(int(record["pid"]))
+        return None if proc is None else proc.poll()
+
+    def kill(self, env: str, record: Mapping[str, Any]) -> int | None:
+        """SIGKILL the workload's process group at once (a crash, not a stop), wait until it is
+        gone and drop its record; its exit status when this driver started it."""
+        pid = int(record["pid"])
+        if self.alive(record):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while self.alive(record):
+                if time.monotonic() > deadline:
+                    raise DriverError(f"{record['name']} (pid {pid}) survived SIGKILL",
+                                      "stop it by hand")
+                time.sleep(0.01)
+        proc = self._children.pop(pid, None)
+        self._record_path(env, str(record["name"])).unlink(missing_ok=True)
+        return None if proc is None else proc.wait()
+
+    def forget(self, env: str, record: Mapping[str, Any]) -> int | None:
+        """Drop the record of a workload that has exited; its exit status if this driver
+        started it."""
+        self._record_path(env, str(record["name"])).unlink(missing_ok=True)
+        proc = self._children.pop(int(record["pid"]), None)
+        return None if proc is None else proc.wait()
+
     def _start(self, env: str, name: str, component: str, spec: Mapping[str, Any],
-               generation: int | None, labels: dict[str, Any]) -> None:
-        """Spawn one workload, record it durably, and wait until it announces its listeners."""
+               generation: int | None, labels: dict[str, Any], *,
+               wait: bool = True) -> dict[str, Any]:
+        """Spawn one workload, record it durably, and (with `wait`) wait until it announces its
+        listeners."""
         data = self.env_dir(env) / "state" / component
         data.mkdir(parents=True, exist_ok=True)
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
                    "LOCKSTEP_INTERNAL_ADDR": f"{self.internal_host}:0"}
         if isinstance(spec.get("release"), str):  # release mode: the component's own files
-            resolved = self.releases.resolve(spec["release"])
+            resolved = self._release_of(spec)
             tree = self.releases.tree(env, resolved, component)
             command, release = command_line(resolved.components[component], tree), resolved.tag
             environ |= {"LOCKSTEP_RELEASE": release, "LOCKSTEP_COMPONENT_DIR": str(tree)}
@@ -357,6 +400,8 @@ class LocalDriver:
             raise
         spawned.go()
         log.info("started %s (pid %d): %s", name, proc.pid, " ".join(command))
+        if not wait:
+            return record
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not self._fill_addresses(env, record):
             if proc.poll() is not None:
@@ -368,6 +413,18 @@ class LocalDriver:
                 raise DriverError(f"{name} did not announce its listeners within "
                                   f"{BOOT_TIMEOUT:.0f} s", f"see its log {log_path}")
             time.sleep(0.02)
+        return record
+
+    def _release_of(self, spec: Mapping[str, Any]) -> Release:
+        """The release a release-mode entry runs: its tag, or, with `manifest` (a candidate not
+        tagged yet), that manifest file labelled with `release`; in the entry's `configuration`
+        (default `default`)."""
+        configuration = str(spec.get("configuration") or DEFAULT_CONFIGURATION)
+        manifest = spec.get("manifest")
+        if isinstance(manifest, str):
+            return self.releases.resolve_manifest(Path(manifest), version=str(spec["release"]),
+                                                  configuration=configuration)
+        return self.releases.resolve(str(spec["release"]), configuration)
 
     def _forget(self, env: str, record: dict[str, Any], *, report: bool) -> None:
         """Drop the record of a process that ended; raise how it ended if this driver saw it."""
@@ -396,7 +453,13 @@ class LocalDriver:
         """POST one leader endpoint of a component of `generation`; None if unreachable."""
         record = next((r for r in self.records(env) if r.get("generation") == generation
                        and r.get("component") == component), None)
-        if record is None or not record.get("internal"):
+        if record is None:
+            return None
+        return self.post_leader(record, endpoint)
+
+    def post_leader(self, record: Mapping[str, Any], endpoint: str) -> httpx.Response | None:
+        """POST /api/leader/<endpoint> on one workload; None if it is unreachable."""
+        if not record.get("internal"):
             return None
         try:
             return self._http.post(f"http://{record['internal']}/api/leader/{endpoint}")
@@ -416,10 +479,23 @@ def _components(obj: Mapping[str, Any], releases: ReleaseSource) -> dict[str, di
     if not isinstance(tag, str):
         raise DriverError("the spec names neither a release nor components",
                           "set spec.release or spec.components")
-    release = releases.resolve(tag)
+    return release_entries(releases.resolve(tag))
+
+
+def release_entries(release: Release, *, manifest: Path | None = None,
+                    configuration: str | None = None) -> dict[str, dict[str, Any]]:
+    """The release-mode entries `LocalDriver` starts for `release`'s deployed components: each
+    with `release`, `source` (its pin), `command`, `args`, `env` and `stateless`; `manifest`
+    (a candidate resolved by `ReleaseSource.resolve_manifest`) and `configuration` are added
+    when given, so the driver resolves the same release again."""
+    extra: dict[str, Any] = {}
+    if manifest is not None:
+        extra["manifest"] = str(manifest)
+    if configuration is not None:
+        extra["configuration"] = configuration
     return {name: {"release": release.tag, "source": c.source_key,
                    "command": list(c.deploy.command), "args": list(c.deploy.args),
-                   "env": dict(c.deploy.env), "stateless": c.deploy.stateless}
+                   "env": dict(c.deploy.env), "stateless": c.deploy.stateless, **extra}
             for name, c in release.components.items()}
 
 

@@ -93,7 +93,7 @@ class ReleaseSource:
         self.root = workspace
         self.rollouts_root = rollouts_root
         self._ws: Workspace | None = None
-        self._releases: dict[tuple[str, str], Release] = {}  # by tag and commit (immutable)
+        self._releases: dict[tuple[str, str, str], Release] = {}  # tag, commit, configuration
 
     def workspace(self) -> Workspace:
         """The integration workspace (opened on first use: components mode needs none)."""
@@ -103,12 +103,12 @@ class ReleaseSource:
 
     # --- resolving ----------------------------------------------------------------------------
 
-    def resolve(self, tag: str) -> Release:
+    def resolve(self, tag: str, configuration: str = DEFAULT_CONFIGURATION) -> Release:
         """The deployed components of release `tag`, read from its frozen lockstep.toml and the
-        manifest's `default` configuration."""
+        manifest's `configuration` (default `default`)."""
         names.release_tag(tag, "release tag")
         commit = self._commit(tag)
-        cached = self._releases.get((tag, commit))
+        cached = self._releases.get((tag, commit, configuration))
         if cached is not None:
             return cached
         ws = self.workspace()
@@ -123,22 +123,27 @@ class ReleaseSource:
             raise ReleaseError(f"release {tag} has no {manifest_path}",
                                f"the tag must name an integration commit holding "
                                f"{CONFIG_FILE} and its manifest") from None
+        release = _release(tag, commit, cfg, text, f"{manifest_path}@{tag}", configuration)
+        self._releases[tag, commit, configuration] = release
+        return release
+
+    def resolve_manifest(self, manifest: Path, *, version: str,
+                         configuration: str = DEFAULT_CONFIGURATION) -> Release:
+        """A candidate that is not tagged yet (an upgrade scenario's target): the manifest file
+        read with the work tree's lockstep.toml, labelled `version` (the tag it would receive),
+        so its components run like a release's."""
         try:
-            pins = Manifest(text, f"{manifest_path}@{tag}").pins(DEFAULT_CONFIGURATION)
-        except LockstepError as exc:
-            raise ReleaseError(f"release {tag}: {exc.message}", exc.hint) from None
-        components = {
-            name: ReleaseComponent(name, pin, comp.deploy,
-                                   tuple(a.image for a in comp.artifacts))
-            for name, pin in sorted(pins.items())
-            if (comp := cfg.components.get(name)) is not None and comp.deploy is not None}
-        if not components:
-            raise ReleaseError(
-                f"release {tag} deploys no component: no component it pins has a deploy table",
-                "add [components.<name>.deploy] with a command to lockstep.toml "
-                "(see docs/config.md)")
-        release = Release(tag, commit, components, cfg)
-        self._releases[tag, commit] = release
+            text = manifest.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ReleaseError(f"cannot read manifest {manifest}: {exc}",
+                               "pass a readable manifest file") from None
+        key = "manifest:" + hashlib.sha256(text.encode()).hexdigest()
+        cached = self._releases.get((version, key, configuration))
+        if cached is not None:
+            return cached
+        release = _release(version, key, self.workspace().config, text, str(manifest),
+                           configuration)
+        self._releases[version, key, configuration] = release
         return release
 
     def _commit(self, tag: str) -> str:
@@ -231,6 +236,26 @@ class ReleaseSource:
                                "check the pin in the release's manifest")
         archive = git.run(["archive", "--format=tar", comp.pin.sha], mirror).stdout
         _extract(archive, into, f"{comp.name} {comp.pin.version}")
+
+
+def _release(tag: str, commit: str, cfg: Config, text: str, where: str,
+             configuration: str) -> Release:
+    """The release whose manifest is `text` under config `cfg`: the pinned components of
+    `configuration` that have a deploy table."""
+    try:
+        pins = Manifest(text, where).pins(configuration)
+    except LockstepError as exc:
+        raise ReleaseError(f"release {tag}: {exc.message}", exc.hint) from None
+    components = {
+        name: ReleaseComponent(name, pin, comp.deploy, tuple(a.image for a in comp.artifacts))
+        for name, pin in sorted(pins.items())
+        if (comp := cfg.components.get(name)) is not None and comp.deploy is not None}
+    if not components:
+        raise ReleaseError(
+            f"release {tag} deploys no component: no component it pins has a deploy table",
+            "add [components.<name>.deploy] with a command to lockstep.toml "
+            "(see docs/config.md)")
+    return Release(tag, commit, components, cfg)
 
 
 def _marker(tree: Path) -> str | None:

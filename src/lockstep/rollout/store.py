@@ -106,10 +106,7 @@ class EnvironmentStore:
         With `expected_rv`, the write happens only if the stored version is still that one.
         """
         name = str(obj["metadata"]["name"])
-        body = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
-        meta = body.setdefault("metadata", {})
-        for key in ("generation", "resourceVersion"):
-            meta.pop(key, None)
+        body = _body(obj)
         with self.engine.begin() as c:
             row = c.execute(select(environments).where(environments.c.name == name)).first()
             if row is None:
@@ -162,10 +159,7 @@ class EnvironmentStore:
     def rewrite(self, name: str, full: dict[str, Any], expected_rv: int) -> int:
         """Replace object and status together, keeping `metadata.generation` (a storage-version
         migration rewrites an object unchanged in meaning); the new resourceVersion."""
-        body = {k: copy.deepcopy(v) for k, v in full.items() if k != "status"}
-        meta = body.setdefault("metadata", {})
-        for key in ("generation", "resourceVersion"):
-            meta.pop(key, None)
+        body = _body(full)
         status = full.get("status")
         with self.engine.begin() as c:
             row = c.execute(select(environments).where(environments.c.name == name)).first()
@@ -188,6 +182,15 @@ class EnvironmentStore:
                  "message": r.message, "activeGeneration": r.active_generation,
                  "requestedRolloutHash": r.requested_hash,
                  "lastCompletedRolloutHash": r.completed_hash} for r in rows]
+
+
+def _body(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the object column holds: the object without status and server-side metadata."""
+    body = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+    meta = body.setdefault("metadata", {})
+    for key in ("generation", "resourceVersion"):
+        meta.pop(key, None)
+    return body
 
 
 def _dumps(value: Any) -> str:

@@ -44,3 +44,10 @@ def _describe(exc: BaseException) -> str:
         return exc.one_line()
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class InfrastructureError(errors.LockstepError):
+    """The run could not be carried out, through no fault of the system under test (processes
+    could not be spawned, ports allocated, the artifacts directory written): exit 75."""
+
+    exit_code = 75
