@@ -19,6 +19,7 @@ from lockstep.cli import (
     queue,
     release,
     rollout,
+    scenario,
     webhook,
 )
 from lockstep.cli.common import console
@@ -52,6 +53,7 @@ app.add_typer(manifest.app, name="manifest")
 app.add_typer(queue.app, name="queue")
 app.add_typer(release.app, name="release")
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(scenario.app, name="scenario")
 app.add_typer(controller.app, name="controller")
 app.command("demo")(demo.demo)
 app.command("pin")(pin.pin)

@@ -179,8 +179,8 @@ class DistributionSource:
     # --- one check -------------------------------------------------------------------------
 
     def check(self, repository: str, tag: str, *, first_or_last: bool = False) -> Answer:
-        """HEAD the tag once and classify the answer (spec §5.1)."""
-        if not imageref.image_tag_valid(tag):
+        """HEAD the tag (or a sha256 digest) once and classify the answer (spec §5.1)."""
+        if not imageref.image_tag_valid(tag) and not _DIGEST.fullmatch(tag):
             raise RegistryProtocolError(f"{tag!r} is not a valid OCI tag",
                                         "use a tag_transform (e.g. helm-oci for SemVer '+')")
         self._warn_insecure()
