@@ -111,6 +111,7 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "q3 pricing v2.0.0: REJECTED: stage contract" in first.stdout
     assert "storefront requires pricing API 1" in first.stdout
+    _assert_upgrade_stage(first.stdout, target)
     tags = sh(["tag", "--list"], target / "remotes" / "integration.git").split()
     assert len(tags) == 4
     # Then it cuts a release of the newest one: every component tagged, images built by the
@@ -135,12 +136,36 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     assert {n: sh(["rev-parse", f"{newest}^{{commit}}"], remotes / f"{n}.git")
             for n in released} == released
     events = (target / "notifications.jsonl").read_text().splitlines()
-    assert len(events) == 5
+    assert len(events) == 6  # 4 landed, 2 rejected
     other = tmp_path / "occupied"
     other.mkdir()
     (other / "file").write_text("x")
     refused = lockstep("demo", str(other), cwd=tmp_path)
     assert refused.returncode == 2 and "not empty" in refused.stderr
+
+
+def _assert_upgrade_stage(out: str, target: Path) -> None:
+    """The good inventory versions land through the upgrade stage; v1.3.0, whose migration
+    loses the old rows, is rejected by it with a report naming the check, the phase, the step
+    and the FAILED_ log, which holds the cause."""
+    assert "q1 inventory v1.1.0: landed" in out and "q5 inventory v1.2.0: landed" in out, out
+    assert "q6 inventory v1.3.0: REJECTED: stage upgrade exited 1 for configuration default" \
+        in out, out
+    report = re.search(r"\| lockstep: upgrade scenario zero-downtime-upgrade \(seed \d+\) failed: "
+                       r"check (\w+), phase (\w+), action (\d{3}) (\w+)", out)
+    assert report is not None, out
+    check, phase, number, action = report.groups()
+    assert check in {"StockSurvivesUpgrade", "CounterAcrossPhases", "ReservedColumnMigration"}
+    assert phase in {"2", "validate"} and action in {"Manipulate", "Validate"}, report[0]
+    error = re.search(r"\| lockstep:   error: (.*)", out)
+    assert error is not None and "not readable any more" in error[1], out
+    log = re.search(r"\| lockstep:   log: (\S+)", out)
+    assert log is not None, out
+    failed = Path(log[1])
+    assert failed.name.startswith(f"FAILED_{number}_") and failed.is_file(), failed
+    assert str(failed).startswith(str(target / "integration" / ".lockstep" / "logs" / "q6"))
+    assert "not readable any more" in failed.read_text()
+    assert len(list(failed.parent.glob("FAILED_*"))) == 1
 
 
 def _assert_rolled_out(out: str, target: Path, first: str, newest: str) -> None:

@@ -155,7 +155,7 @@ def test_the_documented_example_parses() -> None:
     example = example.replace('depends_on = ["db"]', "depends_on = []")  # db is not declared there
     cfg = config.parse(example)
     assert list(cfg.components) == ["api"]
-    assert [s.name for s in cfg.stages] == ["integration"]
+    assert [(s.name, s.kind) for s in cfg.stages] == [("integration", None), ("upgrade", "upgrade")]
     assert [n.type for n in cfg.notifiers] == ["webhook", "command"]
 
 

@@ -27,6 +27,7 @@ from lockstep.release_config import (
     TagTransform,
     check_url,
 )
+from lockstep.scenarios import stage as stage_kinds
 from lockstep.scenarios.settings import ScenarioSettings
 
 CONFIG_FILE = "lockstep.toml"
@@ -173,10 +174,13 @@ class Component(_Model):
 
 
 class Stage(_Model):
-    """A stage: an argv run in a prepared workspace, with a timeout and infrastructure retries."""
+    """A stage: an argv run in a prepared workspace, with a timeout and infrastructure retries;
+    or, with `kind = "upgrade"`, an upgrade scenario (lockstep.scenarios.stage)."""
 
     name: str
-    command: list[str]
+    command: list[str] | None = None
+    kind: str | None = None
+    scenario: str | None = None
     timeout: float
     retries: int = Field(default=2, ge=0, le=10)
     infra_exit_code: int = Field(default=75, ge=1, le=255)
@@ -195,8 +199,26 @@ class Stage(_Model):
 
     @field_validator("command")
     @classmethod
-    def _command(cls, v: list[str]) -> list[str]:
-        return _argv(v)
+    def _command(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _argv(v)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str | None) -> str | None:
+        return None if v is None else stage_kinds.check_kind(v)
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario(cls, v: str | None) -> str | None:
+        return None if v is None else stage_kinds.check_scenario(v)
+
+    @model_validator(mode="after")
+    def _command_or_kind(self) -> Stage:
+        if (self.command is None) == (self.kind is None):
+            raise ValueError("give exactly one of `command` (an argv) and `kind` (\"upgrade\")")
+        if self.scenario is not None and self.kind is None:
+            raise ValueError("`scenario` belongs to kind = \"upgrade\" stages")
+        return self
 
     @field_validator("timeout", mode="before")
     @classmethod

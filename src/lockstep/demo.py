@@ -11,6 +11,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 from lockstep import demo_system as sample
@@ -79,10 +80,15 @@ def build(root: Path, log: Callable[[str], None]) -> Workspace:
         "stages/contract.py": sample.STAGE_CONTRACT,
         "stages/smoke.py": sample.STAGE_SMOKE,
         "hooks/notify_owner.py": sample.NOTIFY_HOOK,
+        "checks/__init__.py": '"""The upgrade checks: the [scenarios] plugin."""\n',
+        "checks/demo_checks.py": resources.files("lockstep").joinpath(
+            "demo_checks.py").read_text(encoding="utf-8"),
     }
     git.run(["remote", "add", "origin", str(integration_remote)], integration)
-    _publish(integration, extra, "Add stage scripts and the owner notification hook", None)
-    log("  integration repo with configurations default and edge, stages unit → contract → smoke")
+    _publish(integration, extra, "Add stage scripts, upgrade checks and the owner notification "
+             "hook", None)
+    log("  integration repo with configurations default and edge, stages unit → contract → "
+        "smoke → upgrade (checks in checks/demo_checks.py)")
     (root / MARKER).write_text("lockstep demo\n", encoding="utf-8")
     return Workspace.open(integration)
 
@@ -167,8 +173,7 @@ def _summary(root: Path, ws: Workspace, store: Store, seqs: list[int]) -> str:
             lines.append(f"{head} landed, tagged {outcome['tag']}")
         elif item.state == State.REJECTED:
             lines.append(f"{head} REJECTED: {outcome.get('message')}")
-            for line in outcome.get("log_tail", [])[-4:]:
-                lines.append(f"      | {line}")
+            lines += [f"      | {line}" for line in _explanation(outcome.get("log_tail", []))]
         elif item.state == State.SKIPPED:
             lines.append(f"{head} skipped ({outcome.get('reason')})")
         else:
@@ -186,6 +191,14 @@ def _summary(root: Path, ws: Workspace, store: Store, seqs: list[int]) -> str:
         f"  lockstep queue status {cd}",
         f"  lockstep manifest show {cd}",
         f"  lockstep queue logs q3 --stage contract {cd}",
+        f"  lockstep queue logs q6 --stage upgrade {cd}",
         f"  git -C {ws.root} log --oneline --decorate",
     ]
     return "\n".join(lines)
+
+
+def _explanation(tail: list[str]) -> list[str]:
+    """The lines of a rejected run's log tail that say why: an upgrade scenario's failure
+    report (check, phase, step, FAILED_ file) when there is one, else the last four lines."""
+    starts = [i for i, line in enumerate(tail) if line.startswith("lockstep: upgrade scenario")]
+    return tail[starts[0]:] if starts else tail[-4:]

@@ -30,6 +30,11 @@ def reserve(item: str, count: int) -> bool:
 
 INVENTORY_V12 = INVENTORY_V11.replace('"pear": 3}', '"pear": 3, "plum": 7}')
 
+INVENTORY_V13 = INVENTORY_V12 + '''
+
+LOCATIONS = ("main",)
+'''
+
 # The inventory service: the component's own code, run by the rollout controller through
 # `[components.inventory.deploy]` from the release's pinned commit. It embeds lockstep's promotion
 # protocol, so a new release starts read-only beside the old one, is promoted, and fences it.
@@ -154,7 +159,7 @@ def main():
     release = os.environ.get("LOCKSTEP_RELEASE", "unreleased")
     try:
         service = ManagedService.from_env(SharedState(Path("inventory.sqlite3")), release,
-                                          hooks=InventoryHooks())
+                                          hooks=InventoryHooks(), fence_interval=0.2)
         inflight = InFlight()
         public = bind_http(parse_addr(args.public_addr, "--public-addr"),
                            handler(service, inflight), "public listener")
@@ -179,7 +184,8 @@ if __name__ == "__main__":
 """
 
 # v1.2.0: each item also counts reserved units; the migration adds the column and keeps every
-# row (old rows read as 0 reserved), and reads work against either schema.
+# row (old rows read as 0 reserved), and reads work against either schema. GET /info lists the
+# table's columns, which the demo's migration check reads.
 INVENTORY_SERVICE_V2 = INVENTORY_SERVICE_V1.replace("SCHEMA = 1", "SCHEMA = 2").replace(
     '''                     "count INTEGER NOT NULL)")
 ''', '''                     "count INTEGER NOT NULL)")
@@ -188,7 +194,31 @@ INVENTORY_SERVICE_V2 = INVENTORY_SERVICE_V1.replace("SCHEMA = 1", "SCHEMA = 2").
             conn.execute("ALTER TABLE stock ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0")
 ''').replace(
     "    return None if row is None else dict(row)",
-    "    return None if row is None else {\"reserved\": 0, **dict(row)}")
+    '''    return None if row is None else {"reserved": 0, **dict(row)}
+
+
+def columns(service):
+    conn = service.state.connect_read_only()
+    try:
+        return [row[1] for row in conn.execute("PRAGMA table_info(stock)")]
+    finally:
+        conn.close()''').replace(
+    '''"status": service.status})''',
+    '''"status": service.status,
+                                     "columns": columns(service)})''')
+
+# v1.3.0, the broken one: stock per location. Its migration rebuilds the table with the new
+# column but never copies the old rows into it, so every item written before the upgrade is lost
+# when it is promoted. Its library tests pass; the queue's upgrade stage rejects it.
+INVENTORY_SERVICE_V3 = INVENTORY_SERVICE_V2.replace("SCHEMA = 2", "SCHEMA = 3").replace(
+    '''            conn.execute("ALTER TABLE stock ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0")
+''', '''            conn.execute("ALTER TABLE stock ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0")
+        if "location" not in columns:  # stock per location: rebuild with the new column
+            conn.execute("DROP TABLE stock")
+            conn.execute("CREATE TABLE stock (item TEXT PRIMARY KEY, count INTEGER NOT NULL, "
+                         "reserved INTEGER NOT NULL DEFAULT 0, "
+                         "location TEXT NOT NULL DEFAULT 'main')")
+''')
 
 INVENTORY_TEST = '''\
 import inventory
@@ -310,6 +340,7 @@ COMPONENTS: dict[str, list[tuple[str, dict[str, str]]]] = {
                     "service.py": INVENTORY_SERVICE_V1}),
         ("v1.1.0", {"inventory.py": INVENTORY_V11}),
         ("v1.2.0", {"inventory.py": INVENTORY_V12, "service.py": INVENTORY_SERVICE_V2}),
+        ("v1.3.0", {"inventory.py": INVENTORY_V13, "service.py": INVENTORY_SERVICE_V3}),
     ],
     "pricing": [
         ("v1.0.0", {"pricing.py": PRICING_V1, "test_pricing.py": PRICING_TEST,
@@ -420,6 +451,7 @@ SUBMISSIONS = [
     ("pricing", "v2.0.0"),
     ("storefront", "v1.1.0"),
     ("inventory", "v1.2.0"),
+    ("inventory", "v1.3.0"),
 ]
 
 
@@ -463,6 +495,18 @@ name = "smoke"
 command = ["python3", "stages/smoke.py"]
 timeout = 60
 configurations = ["default"]
+
+# Upgrade the newest integration release to the candidate with no downtime (docs/scenarios.md):
+# the checks of checks/demo_checks.py run before, during and after the promotion.
+[[stages]]
+name = "upgrade"
+kind = "upgrade"
+timeout = 300
+configurations = ["default"]
+
+[scenarios]
+plugin = "checks.demo_checks"
+step_timeout = 60
 
 [[notifiers]]
 name = "owners"

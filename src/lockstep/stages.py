@@ -7,11 +7,13 @@ workspace that could not be prepared) and timeout; only infrastructure failures 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -20,12 +22,17 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from lockstep import git
 from lockstep.config import Config, Stage, WebhookNotifier
-from lockstep.errors import GitError
+from lockstep.errors import GitError, LockstepError
+from lockstep.scenarios import stage as upgrade
+
+if TYPE_CHECKING:
+    from lockstep.workspace import Workspace
 
 
 class Outcome(StrEnum):
@@ -40,11 +47,12 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class RunResult:
-    """One try's outcome, exit code and log file."""
+    """One try's outcome, exit code and log file, and the item events it asks to record."""
 
     outcome: Outcome
     exit_code: int | None
     log: Path
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 # The base every stage gets from the worker's environment; anything else only through pass_env.
@@ -83,6 +91,8 @@ def unrunnable_stages(config: Config, path: str | None = None) -> list[str]:
     as an infrastructure failure; it is the configuration's fault, not the bump's."""
     problems = []
     for i, stage in enumerate(config.stages):
+        if stage.command is None:
+            continue  # an upgrade stage runs this very lockstep
         program = stage.command[0]
         if "/" not in program:
             if shutil.which(program, path=path) is None:
@@ -239,10 +249,12 @@ def run_command(
     kill_grace: float = 10.0,
     should_abort: Callable[[], bool] | None = None,
     on_start: Callable[[int], None] | None = None,
+    stdout: Path | None = None,
 ) -> RunResult:
-    """Run argv in its own process group, logging stdout+stderr; kill the group on timeout."""
+    """Run argv in its own process group, logging stdout+stderr (stdout into its own file when
+    `stdout` is given); kill the group on timeout."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    with open(log, "ab") as out, open(stdout or os.devnull, "wb") as own:
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
         try:
@@ -251,8 +263,8 @@ def run_command(
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                stdout=out if stdout is None else own,
+                stderr=subprocess.STDOUT if stdout is None else out,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -286,6 +298,104 @@ def run_command(
     if code == infra_exit_code:
         return RunResult(Outcome.INFRA, code, log)
     return RunResult(Outcome.FAILED, code, log)
+
+
+def run_upgrade(
+    ws: Workspace,
+    stage: Stage,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log: Path,
+    timeout: float,
+    kill_grace: float = 10.0,
+    should_abort: Callable[[], bool] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    program: Sequence[str] = (sys.executable, "-m", "lockstep"),
+) -> RunResult:
+    """Run a `kind = "upgrade"` stage (spec upgrade-scenarios §9): `lockstep scenario run` from
+    the newest integration release reachable from $LOCKSTEP_BASE to $LOCKSTEP_MANIFEST, seeded
+    from $LOCKSTEP_CANDIDATE, its artifacts beside the log. Exit 75 is an infrastructure failure
+    whatever the stage's infra_exit_code; a failure ends the log with the check, phase, step
+    and `FAILED_` file; a base release lacking the configuration passes (an item event).
+    `program` is the lockstep to run: this one, in this interpreter."""
+    configuration = env["LOCKSTEP_CONFIG"]
+    artifacts = log.with_suffix(".scenarios")
+    report = log.with_suffix(".report.json")
+    try:
+        found = newest_reachable_release(ws, env["LOCKSTEP_BASE"])
+        run = upgrade.plan_upgrade(
+            stage.scenario, release=found[0] if found else None,
+            manifest=env["LOCKSTEP_MANIFEST"], configuration=configuration,
+            candidate=env["LOCKSTEP_CANDIDATE"], workspace=str(ws.root),
+            artifacts=str(artifacts), program=program)
+        lacking = (found is not None and run.from_release is not None
+                   and configuration not in ws.manifest_at(found[1]).configurations)
+        shutil.rmtree(artifacts, ignore_errors=True)
+    except LockstepError as exc:
+        _log_lines(log, [f"lockstep: cannot prepare the upgrade stage: {exc.one_line()}"])
+        return RunResult(Outcome.INFRA, None, log)
+    _log_lines(log, [run.describe()])
+    if lacking:
+        _log_lines(log, [f"lockstep: release {run.from_release} has no configuration "
+                         f"{configuration!r}: nothing to upgrade from, the stage passes "
+                         f"({upgrade.NO_BASE_CONFIGURATION})"])
+        detail = {"stage": stage.name, "configuration": configuration,
+                  "release": run.from_release}
+        return RunResult(Outcome.PASSED, 0, log, ((upgrade.NO_BASE_CONFIGURATION, detail),))
+    result = run_command(run.argv, cwd=cwd, env=env, log=log, timeout=timeout,
+                         infra_exit_code=upgrade.INFRA_EXIT, kill_grace=kill_grace,
+                         should_abort=should_abort, on_start=on_start, stdout=report)
+    text = report.read_text(encoding="utf-8", errors="replace") if report.is_file() else ""
+    report.unlink(missing_ok=True)
+    lines = text.splitlines()
+    if result.outcome == Outcome.FAILED:
+        lines += _failure_lines(text, artifacts)
+    elif result.outcome == Outcome.PASSED:
+        shutil.rmtree(artifacts, ignore_errors=True)
+    _log_lines(log, lines)
+    return result
+
+
+def _failure_lines(report: str, artifacts: Path) -> list[str]:
+    """What names a failed scenario run at the end of its log: the JSON report's check, phase,
+    step and FAILED_ file, or else every FAILED_ file the run left."""
+    try:
+        lines = upgrade.failure_lines(json.loads(report))
+    except ValueError:
+        lines = []
+    return lines or [f"lockstep:   log: {path}"
+                     for path in sorted(artifacts.rglob("FAILED_*.log"))]
+
+
+def _log_lines(log: Path, lines: Sequence[str]) -> None:
+    """Append lines to a stage log."""
+    if lines:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write("".join(f"{line}\n" for line in lines))
+
+
+def newest_reachable_release(ws: Workspace, base: str) -> tuple[str, str] | None:
+    """The newest integration release tag (local or on the integration remote) whose commit is
+    reachable from `base`, with that commit; None before the first release."""
+    commits: dict[str, str] = {}
+    for ref, sha in git.ls_remote(ws.root, ws.remote, "refs/tags/*").items():
+        name = ref.removeprefix("refs/tags/")
+        if name.endswith("^{}"):
+            commits[name[:-3]] = sha
+        else:
+            commits.setdefault(name, sha)
+    local = git.out(["for-each-ref", "--format=%(refname:strip=2) %(objectname) %(*objectname)",
+                     "refs/tags"], ws.root)
+    for line in local.splitlines():
+        name, sha, *peeled = line.split()
+        commits[name] = peeled[0] if peeled else sha
+    for tag in upgrade.releases_newest_first(commits, ws.config.integration.tag_format):
+        sha = commits[tag]
+        if git.is_commit(ws.root, sha) and git.is_ancestor(ws.root, sha, base):
+            return tag, sha
+    return None
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:

@@ -47,6 +47,7 @@ from lockstep.stages import (
     fresh_dir,
     kill_orphaned_group,
     run_command,
+    run_upgrade,
     tail,
     unrunnable_stages,
 )
@@ -524,6 +525,8 @@ class Worker:
                                     functools.partial(self._record_pid, run_id))
             with self.store.tx() as c:
                 self.store.finish_run(c, run_id, result.outcome.value, result.exit_code)
+                for kind, detail in result.events:
+                    self.store.add_event(c, item.seq, kind, detail)
             if result.outcome == Outcome.ABORTED or lost.is_set():
                 raise LeaseLost
             if result.outcome != Outcome.INFRA or try_no > stage.retries:
@@ -563,11 +566,16 @@ class Worker:
             "LOCKSTEP_COMPONENT": item.component,
             "LOCKSTEP_VERSION": item.version,
         })
-        result = run_command(
-            stage.command, cwd=workdir, env=env, log=log, timeout=stage.timeout,
-            infra_exit_code=stage.infra_exit_code, kill_grace=self.settings.kill_grace,
-            should_abort=lost.is_set, on_start=on_start,
-        )
+        if stage.command is None:  # kind = "upgrade"
+            result = run_upgrade(self.ws, stage, cwd=workdir, env=env, log=log,
+                                 timeout=stage.timeout, kill_grace=self.settings.kill_grace,
+                                 should_abort=lost.is_set, on_start=on_start)
+        else:
+            result = run_command(
+                stage.command, cwd=workdir, env=env, log=log, timeout=stage.timeout,
+                infra_exit_code=stage.infra_exit_code, kill_grace=self.settings.kill_grace,
+                should_abort=lost.is_set, on_start=on_start,
+            )
         if result.outcome == Outcome.PASSED:
             shutil.rmtree(workdir, ignore_errors=True)
             with contextlib.suppress(OSError):  # the item's directory, once no run is kept
