@@ -294,8 +294,8 @@ BAD_INPUT = {
                               "no configuration 'nope'"),
     "unknown --to": (["run", "no-restart", "--to", "v2026.12.9"],
                      "no such manifest file or release tag"),
-    "not enough releases": (["plan", "upgrade-via-previous", "--from", "v2026.10.1"],
-                            "no release between"),
+    "no release between": (["plan", "upgrade-via-previous", "--from", "v2026.11.1"],
+                           "no release between v2026.11.1 and the target"),
     "plan file missing": (["run", "no-restart", "--plan", "/nonexistent/plan.json"],
                           "cannot read the plan"),
 }

@@ -92,8 +92,15 @@ def test_from_fixes_the_oldest_version() -> None:
     via = scenario("upgrade-via-previous", options=PlanOptions(from_version="v2026.10.1"))
     starts = [e.action.line() for e in via.plan if e.action.name == "Start"]
     assert starts[:2] == ["Start version=v2026.10.1", "Start version=v2026.10.2"]
-    with pytest.raises(UsageError, match=r"no release between v2026\.10\.2 and the target"):
-        scenario("upgrade-via-previous", options=PlanOptions(from_version="v2026.10.2"))
+    # nothing newer in minor_versions: the newest release between V and the target, even in
+    # the target's own series (lockstep's choice where the spec would exit 2)
+    late = scenario("upgrade-via-previous", options=PlanOptions(from_version="v2026.10.2"))
+    starts = [e.action.line() for e in late.plan if e.action.name == "Start"]
+    assert starts[:2] == ["Start version=v2026.10.2", "Start version=v2026.11.1"]
+    assert late.releases is not None
+    assert "tag v2026.11.1 ok (between)" in late.releases.input_lines()
+    with pytest.raises(UsageError, match=r"no release between v2026\.11\.1 and the target"):
+        scenario("upgrade-via-previous", options=PlanOptions(from_version="v2026.11.1"))
     # step 2 does not apply to --from: the target's own series is allowed
     assert plan("zero-downtime-upgrade",
                 options=PlanOptions(from_version="v2026.11.1")).base == "v2026.11.1"

@@ -497,12 +497,17 @@ def exit_code(reports: list[FailureReport]) -> int:
 
 def passed(prepared: Prepared, run_dir: Path, json_out: bool) -> None:
     """The success line, or the success object under --json."""
+    from lockstep.scenarios.report import run_warnings
+
     plan = prepared.plan
+    warnings = run_warnings(run_dir)
     if json_out:
         print_json({"result": "passed", "scenario": plan.scenario, "seed": plan.seed,
-                    "mode": prepared.mode, "checks": list(plan.checks), "run_dir": str(run_dir)})
+                    "mode": prepared.mode, "checks": list(plan.checks), "run_dir": str(run_dir),
+                    "warnings": warnings})
     else:
-        sys.stdout.write(f"passed: {plan.scenario} seed {plan.seed} ({run_dir})\n")
+        sys.stdout.write(f"passed: {plan.scenario} seed {plan.seed} ({run_dir})"
+                         f"{''.join(f'; warning: {w}' for w in warnings)}\n")
 
 
 def failed(reports: list[FailureReport], prepared: Prepared, run_dir: Path,

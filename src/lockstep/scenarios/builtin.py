@@ -84,10 +84,13 @@ class ReleaseBased(Scenario):
             return start
         older = releases.release(start, "--from")
         newer = [t for t in releases.minor_versions if releases.key(t) > older.key]
-        if not newer:
+        if newer:
+            return newer[0]
+        between = releases.between(older)
+        if between is None:
             raise UsageError(f"no release between {start} and the target",
                              "pass an older --from")
-        return newer[0]
+        return between
 
     @property
     def previous(self) -> str:

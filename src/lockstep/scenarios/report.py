@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 Kind = Literal["check", "lifecycle", "framework", "infrastructure"]
 RUN_DIGITS = 3
 TAIL_LINES = 20
+WARNINGS_FILE = "warnings.log"  # a passed run's warnings, one per line
 
 
 class LifecycleError(LockstepError):
@@ -276,5 +277,17 @@ def run_scenario(scenario: Scenario, plan: Plan, executor: LocalExecutor,
         return FailureReport.of(plan, failure, replay_command)
     if plan.scenario == "kill-during-catch-up" and not executor.killed_mid_catch_up():
         executor.warn("killed after catch-up")
+    if executor.warnings:
+        (executor.run_dir / WARNINGS_FILE).write_text(
+            "".join(f"warning: {w}\n" for w in executor.warnings), encoding="utf-8")
     executor.say(f"scenario {plan.scenario} passed in {time.monotonic() - started:.1f} s")
     return None
+
+
+def run_warnings(run_dir: Path) -> list[str]:
+    """The warnings a passed run wrote into its directory (none: an empty list)."""
+    try:
+        text = (run_dir / WARNINGS_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [line.removeprefix("warning: ") for line in text.splitlines() if line]

@@ -138,8 +138,9 @@ class IntegrationRepo:
 
     def has_artifacts(self, tag: str) -> bool:
         """Whether every digest pinned by the tag's frozen manifest (every configuration)
-        resolves in the configured registry or OCI layout; a pin without a digest counts only
-        when its component ships no image. Unreadable releases count as missing (warned)."""
+        resolves in the configured registry or OCI layout. A pin without a digest has nothing
+        to resolve: the local driver runs it from the component's repository at the pinned
+        commit. Unreadable releases count as missing (warned)."""
         known = self._artifacts.get(tag)
         if known is not None:
             return known
@@ -155,9 +156,7 @@ class IntegrationRepo:
             for component, pin in manifest.pins(configuration).items():
                 comp = cfg.components.get(component)
                 images = [a.image for a in comp.artifacts] if comp is not None else []
-                if pin.digest is None:
-                    ok = not images
-                else:
+                if pin.digest is not None:
                     ok = any(self._resolves(cfg, image, pin.digest) for image in images)
                 if not ok:
                     break

@@ -102,6 +102,9 @@ class Releases:
             key=lambda v: v.key))
         self.artifacts: dict[str, bool] = {v.tag: bool(has_artifacts(v.tag))
                                            for v in self.surviving}
+        self._has_artifacts = has_artifacts
+        self._skip = skip
+        self.asked: dict[str, bool] = {}  # own-series tags asked about by `between`
 
     @property
     def target_version(self) -> str:
@@ -162,6 +165,23 @@ class Releases:
                              "name a release older than the target")
         return parsed
 
+    def between(self, older: Version) -> str | None:
+        """The newest release strictly between `older` and the target that passes step 1's
+        filters and has all its artifacts, its own series included: where `--from` names a
+        release of the target's series, `minor_versions` has nothing newer (a lockstep choice;
+        the spec would exit 2, see docs/scenarios.md)."""
+        for v in sorted(self.known.values(), key=lambda v: v.key, reverse=True):
+            if not older.key < v.key < self.target.key or v.tag in self._skip:
+                continue
+            if v.prerelease is not None and not self.include_prereleases:
+                continue
+            ok = self.artifacts.get(v.tag)
+            if ok is None:
+                ok = self.asked[v.tag] = bool(self._has_artifacts(v.tag))
+            if ok:
+                return v.tag
+        return None
+
     def span(self, older: Series, newer: Series) -> int:
         """Series (of the tags surviving steps 1–2, and the target's) newer than `older` and not
         newer than `newer`: the number of series a hop crosses (spec §7)."""
@@ -178,7 +198,9 @@ class Releases:
         """`target <version>` and `tag <tag> <ok|missing>` per surviving tag (spec §7 inputs)."""
         return [f"target {self.target.tag}"] + [
             f"tag {v.tag} {'ok' if self.artifacts[v.tag] else 'missing'}"
-            for v in self.surviving]
+            for v in self.surviving] + [
+            f"tag {tag} {'ok' if ok else 'missing'} (between)"
+            for tag, ok in sorted(self.asked.items(), key=lambda kv: self.key(kv[0]))]
 
 
 def not_enough(needed: int, found: int) -> UsageError:
