@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, StrictBool, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from lockstep import names
+from lockstep.distribution.settings import DistributionSettings
 from lockstep.errors import ConfigError, DependencyCycleError, UsageError, ValidationError
 from lockstep.release_config import (
     GitHostSettings,
@@ -62,6 +63,7 @@ class Integration(_Model):
     branch: str = "main"
     manifest: str = "manifest.toml"
     tag_format: str = DEFAULT_TAG_FORMAT
+    owners: list[str] = Field(default_factory=list)  # told when a distribution fails
 
     @field_validator("remote", "branch")
     @classmethod
@@ -296,7 +298,7 @@ class CommandNotifier(_NotifierBase):
 
 
 Notifier = Annotated[WebhookNotifier | CommandNotifier, Field(discriminator="type")]
-NOTIFIER_EVENTS = {"rejected", "landed", "skipped", "cancelled"}
+NOTIFIER_EVENTS = {"rejected", "landed", "skipped", "cancelled", "distribution-failed"}
 
 
 class QueueSettings(_Model):
@@ -329,6 +331,7 @@ class Config(_Model):
     notifiers: list[Notifier] = Field(default_factory=list)
     release: ReleaseSettings = Field(default_factory=ReleaseSettings)
     scenarios: ScenarioSettings = Field(default_factory=ScenarioSettings)
+    distribution: DistributionSettings = Field(default_factory=DistributionSettings)
     registries: dict[str, RegistrySettings] = Field(default_factory=dict)
     git: dict[str, GitHostSettings] = Field(default_factory=dict)
     pins: list[PinConfig] = Field(default_factory=list)

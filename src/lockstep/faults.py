@@ -29,6 +29,9 @@ POINTS = {
     "release-after-advance": "release: branch fast-forwarded and recorded",
     "release-during-wait": "release: waiting for an artifact, after the first miss",
     "release-after-wait": "release: artifact found and its digest recorded",
+    "dist-during-build": "distribution: the command started and its pid recorded, not done",
+    "dist-during-publish": "distribution: files staged (directory) or blobs pushed (OCI), "
+                           "not yet put in place",
     "rollout-before-record": "rollout: a workload spawned and held at its gate, not recorded",
     "rollout-after-apply": "rollout: Applying written and Apply(N) returned (candidate started)",
     "rollout-before-promoting": "rollout: the pass found candidate N ready, Promoting not written",

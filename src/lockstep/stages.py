@@ -32,6 +32,7 @@ from lockstep.errors import GitError, LockstepError
 from lockstep.scenarios import stage as upgrade
 
 if TYPE_CHECKING:
+    from lockstep.manifest import Pin
     from lockstep.workspace import Workspace
 
 
@@ -236,6 +237,18 @@ def stream_tree(repo: Path, sha: str, dest: Path, timeout: float = git.DEFAULT_T
             raise GitError(f"git archive {sha[:12]} failed: {git.redact(cause)}")
         if bad is not None:
             raise GitError(f"git archive {sha[:12]} gave an unusable tar stream: {bad}")
+
+
+def prepare_workspace(ws: Workspace, tree: str, pins: Mapping[str, Pin], workdir: Path) -> Path:
+    """A stage's workspace in workdir, made afresh: the integration tree `tree` (whose manifest
+    is frozen) with `components/<name>` at each pinned SHA; returns the components directory."""
+    fresh_dir(workdir)
+    extract_tree(ws.root, tree, workdir)
+    components = workdir / "components"
+    for name, pin in pins.items():
+        repo = ws.components.ensure(name, pin.sha)
+        extract_tree(repo, pin.sha, components / name)
+    return components
 
 
 def run_command(

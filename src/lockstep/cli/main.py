@@ -14,6 +14,7 @@ from lockstep.cli import (
     convert,
     crd,
     demo,
+    dist,
     manifest,
     pin,
     queue,
@@ -55,6 +56,7 @@ app.add_typer(release.app, name="release")
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(scenario.app, name="scenario")
 app.add_typer(controller.app, name="controller")
+app.add_typer(dist.app, name="dist")
 app.command("demo")(demo.demo)
 app.command("pin")(pin.pin)
 app.command("crd")(crd.crd)

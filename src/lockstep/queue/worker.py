@@ -32,6 +32,8 @@ from lockstep.config import (
     uncovered_configurations,
     unset_secrets,
 )
+from lockstep.distribution import build as dist_build
+from lockstep.distribution import journal as dist_journal
 from lockstep.errors import ConfigError, GitError, LockstepError
 from lockstep.git import redact
 from lockstep.manifest import Manifest, Pin
@@ -43,9 +45,8 @@ from lockstep.stages import (
     Outcome,
     RunResult,
     environment_for,
-    extract_tree,
-    fresh_dir,
     kill_orphaned_group,
+    prepare_workspace,
     run_command,
     run_upgrade,
     tail,
@@ -117,6 +118,7 @@ class Worker:
         with store.tx() as c:
             store.forget_dead_workers(c)
             self.id = store.register_worker(c)
+        dist_journal.ensure_tables(store)
         self._prune_run_dirs()
 
     def _prune_run_dirs(self, keep: int = 20) -> None:
@@ -147,6 +149,7 @@ class Worker:
         after it) and stops when nothing is left or the queue is paused.
         """
         self.preflight()
+        self.distribute()  # what a killed worker left half built or half published
         stop = threading.Event()
         sender = threading.Thread(target=self._deliver_until, args=(stop,), daemon=True,
                                   name="notifier-deliveries")
@@ -237,7 +240,15 @@ class Worker:
             self.idle_reason = "busy"  # another worker holds the landing lock: it is landing
         for action in work:
             action()
+        if work:
+            self.distribute()
         return bool(work) or recovered
+
+    def distribute(self) -> None:
+        """Build the distributions of releases landed so far, oldest first (after landing,
+        never before); interrupted builds and publishes are completed too."""
+        if dist_build.configured(self.ws):
+            dist_build.complete_unfinished(self.ws, self.store, self.log)
 
     def _claim(self, c: Any, decision: scheduler.Decision) -> Callable[[], None] | None:
         """Take the item for this worker inside the scheduling transaction."""
@@ -540,12 +551,8 @@ class Worker:
                   lost: threading.Event, on_start: Callable[[int], None]) -> RunResult:
         workdir = self.ws.runs_dir / item.id / f"{configuration}-{stage.name}"
         try:
-            fresh_dir(workdir)
-            extract_tree(self.ws.root, cand["tree"], workdir)
-            components = workdir / "components"
-            for name, pin in manifest.pins(configuration).items():
-                repo = self.ws.components.ensure(name, pin.sha)
-                extract_tree(repo, pin.sha, components / name)
+            components = prepare_workspace(self.ws, cand["tree"], manifest.pins(configuration),
+                                           workdir)
         except (LockstepError, OSError) as exc:
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "a", encoding="utf-8") as fh:
@@ -748,6 +755,9 @@ class Worker:
                                           holder=None, lease_token=None, lease_expires_at=None)
                     notify.enqueue(self.store, c, self.ws.config, "landed", seq,
                                    {"item": item.id, "landed": outcome})
+                    if dist_build.configured(self.ws):  # built once the landing is recorded
+                        dist_journal.add_pending(c, journal["tag_name"], journal["id"], seq,
+                                                 str(result.commit))
                 else:
                     self.store.update_landing(c, journal["id"], state="undone")
                     self.store.transition(c, seq, {State.LANDING}, State.QUEUED, holder=None,

@@ -1,0 +1,1 @@
+"""Consolidated distribution: build, record and publish each integration release's artifacts."""
