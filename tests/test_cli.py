@@ -128,9 +128,13 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     assert (target / "registry" / "demo" / "storefront" / "index.json").is_file()
     oldest = min(tags, key=lambda t: int(t.rsplit(".", 1)[1]))
     _assert_rolled_out(first.stdout, target, oldest, newest)
+    ordered = sorted(tags, key=lambda t: int(t.rsplit(".", 1)[1]))
+    published = _assert_distributions(first.stdout, target, ordered, tmp_path)
     second = lockstep("demo", str(target), cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     _assert_rolled_out(second.stdout, target, oldest, newest)  # rolled out again from scratch
+    # The rerun builds nothing again: the same archives, named with the same digests.
+    assert _assert_distributions(second.stdout, target, ordered, tmp_path) == published
     assert sh(["tag", "--list"], target / "remotes" / "integration.git").split() == tags
     # The rerun's release is a no-op: the same tags at the same commits.
     assert {n: sh(["rev-parse", f"{newest}^{{commit}}"], remotes / f"{n}.git")
@@ -142,6 +146,57 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     (other / "file").write_text("x")
     refused = lockstep("demo", str(other), cwd=tmp_path)
     assert refused.returncode == 2 and "not empty" in refused.stderr
+
+
+def _assert_distributions(out: str, target: Path, tags: list[str],
+                          cwd: Path) -> dict[str, str]:
+    """Each landed release has a published distribution, in tag order: the demo's tools/dist.py
+    archived exactly the files of each component at the commit the tag's manifest pins (with
+    zeroed times and owners), `dist verify` re-checks it, and the summary names each archive
+    with its SHA-256. Returns each tag's archive digest."""
+    import hashlib
+    import tarfile
+    import tomllib
+
+    integration = target / "integration"
+    listed = lockstep("dist", "list", "--json", "-C", str(integration), cwd=cwd)
+    assert listed.returncode == 0, listed.stderr
+    assert [(d["tag"], d["state"]) for d in json.loads(listed.stdout)] == [
+        (t, "published") for t in tags]
+    digests: dict[str, str] = {}
+    for tag in tags:
+        where = integration / ".lockstep" / "dist" / tag
+        archive = where / f"shop-{tag}.tar.gz"
+        assert sorted(p.name for p in where.iterdir()) == sorted(["pins.json", archive.name])
+        pins = tomllib.loads(sh(["show", f"{tag}:manifest.toml"], integration))[
+            "configurations"]["default"]
+        assert json.loads((where / "pins.json").read_text())["components"] == pins
+        expected: dict[str, bytes] = {}
+        for name, pin in pins.items():
+            repo = target / "remotes" / f"{name}.git"
+            for file in sh(["ls-tree", "-r", "--name-only", pin["sha"]], repo).splitlines():
+                expected[f"{name}/{file}"] = subprocess.run(
+                    ["git", "show", f"{pin['sha']}:{file}"], cwd=repo, capture_output=True,
+                    check=True).stdout
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            assert all((m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
+                       for m in members), tag
+            held: dict[str, bytes] = {}
+            for m in members:
+                fh = tar.extractfile(m)
+                assert fh is not None, m.name
+                held[m.name] = fh.read()
+        assert held == expected, tag
+        verified = lockstep("dist", "verify", tag, "-C", str(integration), cwd=cwd)
+        assert verified.returncode == 0 and "2 artifact(s) verified" in verified.stdout, (
+            verified.stdout + verified.stderr)
+        digests[tag] = hashlib.sha256(archive.read_bytes()).hexdigest()
+        assert f"  {tag}: published to {where}\n" in out, out
+        assert re.search(rf"shop-{re.escape(tag)}\.tar\.gz +\d+ bytes +sha256:{digests[tag]}",
+                         out), out
+    assert f"look: lockstep dist verify {tags[-1]} -C {integration}" in out, out
+    return digests
 
 
 def _assert_upgrade_stage(out: str, target: Path) -> None:

@@ -80,15 +80,16 @@ def build(root: Path, log: Callable[[str], None]) -> Workspace:
         "stages/contract.py": sample.STAGE_CONTRACT,
         "stages/smoke.py": sample.STAGE_SMOKE,
         "hooks/notify_owner.py": sample.NOTIFY_HOOK,
+        "tools/dist.py": sample.DIST_SCRIPT,
         "checks/__init__.py": '"""The upgrade checks: the [scenarios] plugin."""\n',
         "checks/demo_checks.py": resources.files("lockstep").joinpath(
             "demo_checks.py").read_text(encoding="utf-8"),
     }
     git.run(["remote", "add", "origin", str(integration_remote)], integration)
-    _publish(integration, extra, "Add stage scripts, upgrade checks and the owner notification "
-             "hook", None)
+    _publish(integration, extra, "Add stage scripts, upgrade checks, the owner notification "
+             "hook and the distribution script", None)
     log("  integration repo with configurations default and edge, stages unit → contract → "
-        "smoke → upgrade (checks in checks/demo_checks.py)")
+        "smoke → upgrade (checks in checks/demo_checks.py), distribution tools/dist.py")
     (root / MARKER).write_text("lockstep demo\n", encoding="utf-8")
     return Workspace.open(integration)
 
@@ -179,6 +180,7 @@ def _summary(root: Path, ws: Workspace, store: Store, seqs: list[int]) -> str:
         else:
             lines.append(f"{head} {item.state.value}")
     lines.append(f"integration release tags created: {', '.join(tags) or 'none'}")
+    lines += _distributions(ws, store, tags)
     notes = root / "notifications.jsonl"
     if notes.exists():
         events = [json.loads(x) for x in notes.read_text().splitlines() if x.strip()]
@@ -195,6 +197,32 @@ def _summary(root: Path, ws: Workspace, store: Store, seqs: list[int]) -> str:
         f"  git -C {ws.root} log --oneline --decorate",
     ]
     return "\n".join(lines)
+
+
+def _distributions(ws: Workspace, store: Store, tags: list[str]) -> list[str]:
+    """Per landed release, its distribution: state, each artifact's path and SHA-256, where it
+    was published; then how to look at them."""
+    from lockstep.distribution import journal
+
+    if not tags:
+        return []
+    lines = ["distributions (tools/dist.py, after each landing):"]
+    journal.ensure_tables(store)
+    with store.read() as c:
+        recorded = {t: (journal.row(c, t), journal.artifacts_of(c, t)) for t in tags}
+    for tag in tags:
+        r, found = recorded[tag]
+        if r is None:
+            lines.append(f"  {tag}: none recorded")
+            continue
+        to = json.loads(r["published_to"]) if r["published_to"] else {}
+        where = f" to {to.get('path') or to.get('reference')}" if to else ""
+        error = f": {r['error']}" if r["error"] else ""
+        lines.append(f"  {tag}: {r['state']}{where}{error}")
+        lines += [f"      {a.path}  {a.size} bytes  sha256:{a.sha256}" for a in found]
+    lines += [f"  look: lockstep dist list -C {ws.root}",
+              f"  look: lockstep dist verify {tags[-1]} -C {ws.root}"]
+    return lines
 
 
 def _explanation(tail: list[str]) -> list[str]:

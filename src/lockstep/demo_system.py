@@ -445,6 +445,60 @@ with open(Path(__file__).resolve().parents[2] / "notifications.jsonl", "a") as f
     fh.write(json.dumps(event, sort_keys=True) + "\\n")
 '''
 
+# The demo's distribution command (tools/dist.py, run by lockstep after each landing in a
+# stage-style workspace of the new tag): one reproducible archive of the three components.
+DIST_SCRIPT = '''\
+\"\"\"Distribution: archive components/<name> of this release's workspace into
+$LOCKSTEP_DIST_DIR/shop-<tag>.tar.gz, reproducibly (sorted entries, zero times and owners), and
+write pins.json, the versions and commits the tag's manifest pins.\"\"\"
+import gzip
+import json
+import os
+import tarfile
+import tomllib
+from pathlib import Path
+
+components = Path(os.environ["LOCKSTEP_COMPONENTS_DIR"])
+out = Path(os.environ["LOCKSTEP_DIST_DIR"])
+tag = os.environ["LOCKSTEP_RELEASE"]
+config = os.environ["LOCKSTEP_CONFIG"]
+manifest = tomllib.loads(Path(os.environ["LOCKSTEP_MANIFEST"]).read_text())
+pins = manifest["configurations"][config]
+
+
+def entry(path, name):
+    info = tarfile.TarInfo(name)
+    info.mtime = info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if path.is_symlink():
+        info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
+        return info, None
+    info.size = path.stat().st_size
+    info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+    return info, path
+
+
+with open(out / f"shop-{tag}.tar.gz", "wb") as raw, \\
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \\
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    for name in sorted(pins):
+        root = components / name
+        files = sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+        for path in files:
+            info, data = entry(path, f"{name}/{path.relative_to(root).as_posix()}")
+            if data is None:
+                tar.addfile(info)
+            else:
+                with open(data, "rb") as fh:
+                    tar.addfile(info, fh)
+        print(f"dist: {name} {pins[name]['version']}: {len(files)} file(s)")
+(out / "pins.json").write_text(json.dumps(
+    {"release": tag, "commit": os.environ["LOCKSTEP_COMMIT"], "configuration": config,
+     "components": pins},
+    indent=2, sort_keys=True) + "\\n")
+print(f"dist: wrote shop-{tag}.tar.gz and pins.json")
+'''
+
 SUBMISSIONS = [
     ("inventory", "v1.1.0"),
     ("pricing", "v1.1.0"),
@@ -513,6 +567,12 @@ name = "owners"
 type = "command"
 command = ["python3", "hooks/notify_owner.py"]
 events = ["rejected", "landed"]
+
+# Distributions (docs/distribution.md): after each landing, tools/dist.py archives the tag's
+# pinned components into .lockstep/dist/<tag>/ (shop-<tag>.tar.gz and pins.json).
+[distribution]
+command = ["python3", "tools/dist.py"]
+timeout = 60
 
 # Releases (docs/release.md): each component's tag push builds its image into this OCI layout
 # directory (a hook in its bare repository plays its CI); lockstep waits for it, then pins it.
