@@ -23,7 +23,7 @@ from lockstep.distribution.journal import Artifact
 from lockstep.distribution.publish import sha256_file
 from lockstep.errors import LockstepError, StageError
 from lockstep.queue import notify
-from lockstep.queue.store import HOST, Store
+from lockstep.queue.store import HOST, Store, pid_matches
 from lockstep.stages import (
     Outcome,
     kill_orphaned_group,
@@ -64,16 +64,14 @@ def _me() -> tuple[str, float]:
 
 
 def _holder_alive(holder: str | None, started: float | None) -> bool:
-    """Whether another live process on this host holds the row."""
+    """Whether another live process on this host holds the row (the queue's pid-and-start-time
+    check: an exited, reused or zombie pid is dead)."""
     if holder is None or started is None:
         return False
     host, _, pid = holder.rpartition(":")
     if host != HOST or int(pid) == os.getpid():
         return False
-    try:
-        return bool(abs(psutil.Process(int(pid)).create_time() - started) <= 1.0)
-    except psutil.NoSuchProcess:
-        return False
+    return pid_matches(int(pid), started)
 
 
 def complete_unfinished(ws: Workspace, store: Store,
