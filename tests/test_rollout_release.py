@@ -9,10 +9,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +28,7 @@ from lockstep.rollout.release_source import (
 )
 from tests.release_system import INTEGRATION_TAG, ReleaseSystem
 from tests.test_rollout_controller import ENV, World, _cond, apply
+from tests.test_rollout_edges import poll as until
 
 pytestmark = pytest.mark.slow
 
@@ -100,17 +99,6 @@ def land(s: ReleaseSystem, tag: str | None, pins: dict[str, Pin],
         git.run(["-c", "user.name=t", "-c", "user.email=t@localhost", "tag", "-a", tag, "-m",
                  tag], ws)
         git.run(["push", "--quiet", "origin", f"refs/tags/{tag}"], ws)
-
-
-def until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll `check` until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def pid_alive(pid: int) -> bool:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from lockstep import names
+from lockstep import config_values, names
 from lockstep.distribution.settings import DistributionSettings
 from lockstep.errors import ConfigError, DependencyCycleError, UsageError, ValidationError
 from lockstep.release_config import (
@@ -34,23 +34,8 @@ from lockstep.scenarios.settings import ScenarioSettings
 CONFIG_FILE = "lockstep.toml"
 DEFAULT_TAG_FORMAT = "v{year}.{month:02d}.{n}"
 _FORBIDDEN_URL_PREFIXES = ("ext::", "fd::", "-")
-_PASS_ENV = re.compile(r"[A-Za-z0-9_*?]+")
-
-
-def _pass_env(v: list[str]) -> list[str]:
-    """Variable names or fnmatch patterns (as tox's passenv): letters, digits, '_', '*', '?'."""
-    for i, pattern in enumerate(v):
-        if not _PASS_ENV.fullmatch(pattern):
-            raise ValueError(f"entry {i} ({pattern!r}) must be a variable name or a glob of "
-                             "letters, digits, '_', '*' and '?', e.g. 'CI_*'")
-    return v
-
-
-def _argv(v: list[str]) -> list[str]:
-    """A command: a non-empty argv whose program is named (it is never run through a shell)."""
-    if not v or not v[0].strip():
-        raise ValueError("needs a command: a non-empty list such as ['make', 'test']")
-    return v
+_pass_env = config_values.pass_env
+_argv = config_values.argv
 
 
 _Model = StrictModel
@@ -225,9 +210,7 @@ class Stage(_Model):
     @field_validator("timeout", mode="before")
     @classmethod
     def _timeout(cls, v: object) -> object:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
-            raise ValueError("must be a positive number of seconds")
-        return v
+        return config_values.positive_seconds(v)
 
     @field_validator("configurations")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lockstep import names
+from lockstep import config_values, names
 from lockstep.release_config import StrictModel
 
 DEFAULT_DIRECTORY = ".lockstep/dist"
@@ -31,16 +31,12 @@ class DistributionSettings(StrictModel):
     @field_validator("command")
     @classmethod
     def _command(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and (not v or not v[0].strip()):
-            raise ValueError("needs a command: a non-empty list such as ['make', 'dist']")
-        return v
+        return None if v is None else config_values.argv(v)
 
     @field_validator("timeout", mode="before")
     @classmethod
     def _timeout(cls, v: object) -> object:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
-            raise ValueError("must be a positive number of seconds")
-        return v
+        return config_values.positive_seconds(v)
 
     @field_validator("directory")
     @classmethod
@@ -59,6 +55,7 @@ class DistributionSettings(StrictModel):
     @field_validator("pass_env")
     @classmethod
     def _pass_env(cls, v: list[str]) -> list[str]:
+        config_values.pass_env(v)
         for i, name in enumerate(v):
             if name.startswith("LOCKSTEP_"):
                 raise ValueError(f"entry {i} ({name!r}): LOCKSTEP_* variables are set by "
