@@ -9,23 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.system import STARTED, System
+from tests.system import isolated_git as git_isolation
 
 
 @pytest.fixture(autouse=True)
-def isolated_git(tmp_path_factory: pytest.TempPathFactory,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def isolated_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every git call sees a throwaway global config and never prompts."""
-    home = tmp_path_factory.mktemp("gitconfig")
-    cfg = home / "gitconfig"
-    cfg.write_text(
-        "[user]\n\tname = Test\n\temail = test@example.com\n"
-        "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(cfg))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
-    yield
+    with git_isolation(tmp_path_factory):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 import tomlkit
 
 from lockstep import git
@@ -290,3 +292,18 @@ class System:
         sh(["commit", "--quiet", "-m", message], clone)
         sh(["push", "--quiet", "origin", "HEAD:refs/heads/main"], clone)
         return sh(["rev-parse", "HEAD"], clone)
+
+
+@contextlib.contextmanager
+def isolated_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """While it lasts, every git call sees a throwaway global config and never prompts (the
+    autouse fixture for each test; module-scoped fixtures use it directly)."""
+    cfg = tmp_path_factory.mktemp("gitconfig") / "gitconfig"
+    cfg.write_text("[user]\n\tname = Test\n\temail = test@example.com\n"
+                   "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
+                   encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GIT_CONFIG_GLOBAL", str(cfg))
+        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+        mp.setenv("GIT_TERMINAL_PROMPT", "0")
+        yield

@@ -48,6 +48,7 @@ from lockstep.scenarios.report import FailureReport, new_run_dir, run_scenario, 
 from lockstep.scenarios.resolve import IntegrationCatalog, IntegrationRepo
 from lockstep.scenarios.runtime import LocalExecutor, Timing
 from tests.release_system import INTEGRATION_TAG, ReleaseSystem
+from tests.system import isolated_git
 from tests.test_rollout_release import DEPLOY, publish
 from tests.test_rollout_release import FILES as SERVICE_FILES
 from tests.test_scenario_executor import (
@@ -96,12 +97,7 @@ class Releases:
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
-    home = tmp_path_factory.mktemp("gitconfig")
-    (home / "gitconfig").write_text("[user]\n\tname = Test\n\temail = test@example.com\n"
-                                    "[init]\n\tdefaultBranch = main\n")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
-        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    with isolated_git(tmp_path_factory):
         tmp = tmp_path_factory.mktemp("releases")
         files = {**SERVICE_FILES, "console": {"service.py": BROKEN_SERVICE}}
         s = ReleaseSystem.create(tmp, files=files, component_settings=DEPLOY)

@@ -21,6 +21,7 @@ from lockstep.manifest import Pin
 from lockstep.scenarios import SCENARIOS
 from lockstep.scenarios.resolve import IntegrationRepo
 from tests.release_system import FILES, TRANSFORM, ReleaseSystem
+from tests.system import isolated_git
 from tests.test_rollout_release import DEPLOY, land, system
 from tests.test_rollout_release import FILES as SERVICE_FILES
 
@@ -58,12 +59,7 @@ def with_releases(tmp: Path, extra_config: str = "") -> ReleaseSystem:
 @pytest.fixture(scope="module")
 def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseSystem]:
     """One release history shared by the tests that only plan (each writes its own run dir)."""
-    home = tmp_path_factory.mktemp("gitconfig")
-    (home / "gitconfig").write_text("[user]\n\tname = Test\n\temail = test@example.com\n"
-                                    "[init]\n\tdefaultBranch = main\n")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
-        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    with isolated_git(tmp_path_factory):
         yield with_releases(tmp_path_factory.mktemp("released"))
 
 

@@ -59,6 +59,7 @@ from lockstep.scenarios.report import FailureReport, run_scenario
 from lockstep.scenarios.resolve import IntegrationCatalog
 from lockstep.scenarios.runtime import LocalExecutor, Timing
 from lockstep.workspace import Workspace
+from tests.system import isolated_git
 
 pytestmark = pytest.mark.slow
 
@@ -114,12 +115,7 @@ def _land(ws: Workspace) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def demo_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """The demo system, built once for the module, with git isolated as conftest does."""
-    home = tmp_path_factory.mktemp("gitconfig")
-    (home / "gitconfig").write_text("[user]\n\tname = Test\n\temail = test@example.com\n"
-                                    "[init]\n\tdefaultBranch = main\n")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
-        mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    with isolated_git(tmp_path_factory):
         root = tmp_path_factory.mktemp("demo")
         ws = demo.build(root, lambda _line: None)
         yield Demo(ws.root, _land(ws))
