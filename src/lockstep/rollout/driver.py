@@ -329,7 +329,15 @@ class LocalDriver:
         """The exit status of a workload this driver started, once it has exited; None while it
         runs, or when another driver started it."""
         proc = self._children.get(int(record["pid"]))
-        return None if proc is None else proc.poll()
+        if proc is None:
+            return None
+        status = proc.poll()
+        if status is None and process_start_time(proc.pid) is None:
+            # A zombie whose other threads are still exiting cannot be reaped yet, although
+            # /proc (and so alive()) already says it is gone: wait the moment it takes.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                status = proc.wait(STOP_TIMEOUT)
+        return status
 
     def kill(self, env: str, record: Mapping[str, Any]) -> int | None:
         """SIGKILL the workload's process group at once (a crash, not a stop), wait until it is
