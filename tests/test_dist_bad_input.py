@@ -53,6 +53,7 @@ def test_missing_program_fails_clearly(tmp_path: Path) -> None:
     ('[distribution]\ncommand = ["make"]\ndirectory = "../out"\n', "distribution.directory"),
     ('[distribution]\ncommand = ["make"]\nbefore_landing = true\n', "before_landing"),
     ('[distribution]\ncommand = ["make"]\npass_env = ["LOCKSTEP_X"]\n', "LOCKSTEP_"),
+    ('[distribution]\ncommand = ["make"]\nretries = -1\n', "distribution.retries"),
 ])
 def test_bad_distribution_table_is_one_line_exit_2(system: System, table: str,
                                                   message: str) -> None:

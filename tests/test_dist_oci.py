@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 
 from lockstep.distribution import oci
 from lockstep.registry.distribution import OCI_MANIFEST
-from tests.dist_system import dist_rows, dist_system, set_dist_rules
+from tests.dist_system import dist_rows, dist_system, events, set_dist_rules
+from tests.infra import stop
 from tests.infra.registry import PASSWORD, USER, Registry, put_manifest, running_registry
 from tests.system import System
 
@@ -111,3 +113,49 @@ def test_kill_during_oci_publish_is_pushed_by_the_next_run(
         tags = c.get(f"/v2/{REPO}/tags/list").json()["tags"]
     assert tags == [row["tag"]]
     assert system.cli("dist", "verify", row["tag"]).returncode == 0
+
+
+def test_an_unreachable_registry_is_retried_not_blamed(
+        tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry down while publishing is an infrastructure fault: the build is kept, the
+    owners hear nothing, `queue run` waits for the backoff, and it publishes once back."""
+    system = _oci_system(tmp_path, registry, monkeypatch)
+    stop(registry.proc)
+    system.submit("alpha", "v1.2.0")
+    assert len(system.run_queue().landed) == 1
+    (row,) = dist_rows(system)
+    assert row["state"] == "built" and row["infra_tries"] == 1 and row["attempts"] == 1
+    assert "RegistryUnreachableError" in row["error"]
+    assert row["retry_at"] > time.time()
+    assert events(system) == []  # not the release's fault: nobody is notified
+    shown = system.cli("dist", "show", row["tag"])
+    assert "infrastructure fault 1; `queue run` retries it from" in shown.stdout
+    system.run_queue()  # before the backoff passed: left alone
+    assert dist_rows(system) == [row]
+    registry.start()
+    proc = system.cli("dist", "build", row["tag"])
+    assert proc.returncode == 0, proc.stderr
+    (row,) = dist_rows(system)
+    assert row["state"] == "published" and row["infra_tries"] == 0 and row["error"] is None
+    assert row["attempts"] == 1  # published what was built, not rebuilt
+    assert system.cli("dist", "verify", row["tag"]).returncode == 0
+    assert events(system) == []
+
+
+def test_infrastructure_faults_beyond_retries_fail_and_notify(
+        tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = _oci_system(tmp_path, registry, monkeypatch)
+    system.edit_config(lambda t: t.replace('publish = "oci"\n',
+                                           'publish = "oci"\nretries = 0\n', 1))
+    stop(registry.proc)
+    system.submit("beta", "v1.2.0")
+    assert len(system.run_queue().landed) == 1
+    (row,) = dist_rows(system)
+    assert row["state"] == "failed" and row["error"].startswith("infrastructure fault: ")
+    (event,) = events(system)
+    assert event["tag"] == row["tag"] and "RegistryUnreachableError" in event["error"]
+    set_dist_rules(system, {})  # the rebuild `dist build` does of a failed one copies nothing
+    proc = system.cli("dist", "build", row["tag"])
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].startswith(
+        f"error: distribution of {row['tag']} failed: infrastructure fault: ")

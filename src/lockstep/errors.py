@@ -128,8 +128,17 @@ class PinUnresolvableError(PinError):
     """A reference's tag or digest is built from pieces that no single edit can change."""
 
 
+class InfrastructureFault(LockstepError):
+    """A fault of the machine, the network or a service, not of the change or its
+    configuration: retried later, never blamed on the change or its owners."""
+
+
 class RegistryError(NamedError):
     """The registry answered in a way waiting cannot fix."""
+
+
+class RegistryUnreachableError(RegistryError, InfrastructureFault):
+    """The registry could not be reached, or failed on its side (5xx): a later try may work."""
 
 
 class RegistryAuthError(RegistryError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +85,10 @@ def show(tag: TagArg, json_out: JsonOpt = False, ws_dir: WorkspaceOpt = Path("."
         console.print(f"published to {_where(d)}")
     if d["error"]:
         console.print(f"error: {d['error']}")
+    if d["retry_at"] is not None and d["state"] in ("pending", "built"):
+        at = datetime.fromtimestamp(d["retry_at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        console.print(f"infrastructure fault {d['infra_tries']}; `queue run` retries it from "
+                      f"{at}")
     for a in d["artifacts"]:
         console.print(f"  {a['path']}  {a['size']}  sha256:{a['sha256']}")
     if d["log"]:
@@ -109,6 +114,10 @@ def build(tag: TagArg, ws_dir: WorkspaceOpt = Path(".")) -> None:
         raise StateError(f"another live lockstep process is building {tag}",
                          "wait for it, then see `lockstep dist show TAG`")
     d = _shown(store, tag)
+    if state in ("pending", "built"):
+        raise LockstepError(f"distribution of {tag} met an infrastructure fault: {d['error']}",
+                            "`queue run` retries it after a backoff, or run `dist build` again "
+                            "once it is fixed")
     if state != "published":
         raise LockstepError(f"distribution of {tag} failed: {d['error']}",
                             f"see its log: {d['log']}")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from lockstep import faults, git
 from lockstep.distribution import journal, publish
 from lockstep.distribution.journal import Artifact
 from lockstep.distribution.publish import sha256_file
-from lockstep.errors import LockstepError, StageError
+from lockstep.errors import InfrastructureFault, LockstepError, StageError, TransportError
 from lockstep.queue import notify
 from lockstep.queue.store import HOST, Store, pid_matches
 from lockstep.stages import (
@@ -37,6 +38,8 @@ from lockstep.workspace import Workspace
 
 _NO_INFRA_EXIT = 256  # no exit code means "infrastructure" for a distribution command
 _LOG_TAIL = 50
+BACKOFF_S = 5.0  # the first automatic retry after an infrastructure fault; doubles per try
+BACKOFF_MAX_S = 600.0
 
 
 def configured(ws: Workspace) -> bool:
@@ -79,7 +82,7 @@ def complete_unfinished(ws: Workspace, store: Store,
     """Build and publish every release whose distribution is pending or was interrupted,
     oldest first; returns the tags handled. A failure is recorded, never raised."""
     with store.read() as c:
-        todo = [r["tag"] for r in journal.unfinished(c)]
+        todo = [r["tag"] for r in journal.unfinished(c, now=time.time())]
     done = []
     for tag in todo:
         try:
@@ -122,6 +125,9 @@ def build(ws: Workspace, store: Store, tag: str, *, retry: bool = False,
             _build(ws, store, tag, r["commit_sha"], log_path(ws, tag, attempt))
         log(f"distribution {tag}: publishing")
         _publish(ws, store, tag)
+    except InfrastructureFault as exc:
+        return _infrastructure_fault(ws, store, tag, exc.one_line(), log_path(ws, tag, attempt),
+                                     log)
     except (LockstepError, OSError) as exc:
         error = exc.one_line() if isinstance(exc, LockstepError) else f"{tag}: {exc}"
         _fail(ws, store, tag, error, log_path(ws, tag, attempt))
@@ -131,12 +137,49 @@ def build(ws: Workspace, store: Store, tag: str, *, retry: bool = False,
     return "published"
 
 
+def _infrastructure_fault(ws: Workspace, store: Store, tag: str, error: str, log_file: Path,
+                          log: Callable[[str], None]) -> str:
+    """Not the release's fault: keep what was built and retry after a backoff; only when
+    `[distribution] retries` automatic tries failed too is it failed and the owners told."""
+    with store.tx() as c:
+        r = journal.row(c, tag)
+        assert r is not None
+        tries = (r["infra_tries"] or 0) + 1
+    if tries > ws.config.distribution.retries:
+        error = (f"infrastructure fault, {tries} tries: {error}" if tries > 1
+                 else f"infrastructure fault: {error}")
+        _fail(ws, store, tag, error, log_file)
+        log(f"distribution {tag}: failed: {error}")
+        return "failed"
+    wait = min(BACKOFF_S * 2 ** (tries - 1), BACKOFF_MAX_S)
+    _append(log_file, f"lockstep: infrastructure fault, retry {tries} of "
+                      f"{ws.config.distribution.retries} in {wait:g}s: {error}\n")
+    state = "built" if r["state"] in ("built", "publishing") else "pending"
+    with store.tx() as c:
+        journal.set_state(c, tag, state, holder=None, holder_started=None, pid=None,
+                          pid_started=None, error=error, infra_tries=tries,
+                          retry_at=time.time() + wait)
+    log(f"distribution {tag}: infrastructure fault, retry {tries} of "
+        f"{ws.config.distribution.retries} in {wait:g}s: {error}")
+    return state
+
+
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def tag_commit(ws: Workspace, tag: str) -> str:
     """The commit the tag names, read from the tag (fetched from the remote if missing here)."""
     ref = f"refs/tags/{tag}"
     commit = git.rev_parse(ws.root, f"{ref}^{{commit}}")
     if commit is None:
-        git.fetch(ws.root, ws.remote, f"+{ref}:{ref}")
+        try:
+            git.fetch(ws.root, ws.remote, f"+{ref}:{ref}")
+        except TransportError as exc:
+            raise InfrastructureFault(f"cannot fetch tag {tag}: {exc.one_line()}",
+                                      "check that the integration remote is reachable") from None
         commit = git.rev_parse(ws.root, f"{ref}^{{commit}}")
     if commit is None:
         raise StageError(f"tag {tag} is not in the integration repo nor on {ws.remote}",
@@ -165,8 +208,9 @@ def _build(ws: Workspace, store: Store, tag: str, recorded: str, log: Path) -> N
         components = prepare_workspace(ws, tree, manifest.pins(configuration), workdir)
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-    except OSError as exc:
-        raise StageError(f"cannot prepare the workspace of {tag}: {exc}") from None
+    except (OSError, LockstepError) as exc:  # a disk or a component remote, not the release
+        cause = exc.one_line() if isinstance(exc, LockstepError) else str(exc)
+        raise InfrastructureFault(f"cannot prepare the workspace of {tag}: {cause}") from None
     env = stage_environment(os.environ, {
         "LOCKSTEP_MANIFEST": str(workdir / ws.manifest_path),
         "LOCKSTEP_CONFIG": configuration,
@@ -250,7 +294,8 @@ def _publish(ws: Workspace, store: Store, tag: str) -> None:
         assert r is not None
         newest = journal.newest_published(c)
         journal.set_state(c, tag, "published", holder=None, holder_started=None,
-                          published_to=json.dumps(where))
+                          published_to=json.dumps(where), error=None, infra_tries=0,
+                          retry_at=None)
         r = journal.row(c, tag)
         assert r is not None
         record = journal.decode(r, found)
@@ -271,15 +316,13 @@ def write_record(ws: Workspace, tag: str, record: dict[str, Any]) -> None:
 
 def _fail(ws: Workspace, store: Store, tag: str, error: str, log: Path) -> None:
     """Record a failed build or publish with its log, and tell the integration repo's owners."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(f"lockstep: distribution failed: {error}\n")
+    _append(log, f"lockstep: distribution failed: {error}\n")
     lines = tail(log, _LOG_TAIL)
     with store.tx() as c:
         r = journal.row(c, tag)
         assert r is not None
         journal.set_state(c, tag, "failed", holder=None, holder_started=None, pid=None,
-                          pid_started=None, error=error)
+                          pid_started=None, error=error, infra_tries=0, retry_at=None)
         notify.enqueue(store, c, ws.config, "distribution-failed", r["item_seq"], {
             "tag": tag, "commit": r["commit_sha"], "error": error, "log": str(log),
             "log_tail": lines, "owners": list(ws.config.integration.owners),

@@ -23,7 +23,10 @@ from sqlalchemy import (
     Text,
     delete,
     insert,
+    inspect,
+    or_,
     select,
+    text,
     update,
 )
 
@@ -55,6 +58,8 @@ distributions = Table(
     Column("log", Text),
     Column("error", Text),
     Column("published_to", Text),
+    Column("infra_tries", Integer),  # infrastructure faults since the last success
+    Column("retry_at", Float),  # no automatic retry before this time (after such a fault)
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -86,6 +91,10 @@ def ensure_tables(store: Store) -> None:
     """Create the distribution tables in the store if they are missing (idempotent)."""
     with store.tx() as c:
         metadata.create_all(c, checkfirst=True)
+        have = {col["name"] for col in inspect(c).get_columns("distributions")}
+        for name, kind in (("infra_tries", "INTEGER"), ("retry_at", "FLOAT")):
+            if name not in have:  # a store from before infrastructure retries
+                c.execute(text(f"ALTER TABLE distributions ADD COLUMN {name} {kind}"))
 
 
 def add_pending(c: Connection, tag: str, landing_id: int, item_seq: int | None,
@@ -111,11 +120,14 @@ def rows(c: Connection) -> list[dict[str, Any]]:
         select(distributions).order_by(distributions.c.landing_id, distributions.c.tag))]
 
 
-def unfinished(c: Connection) -> list[dict[str, Any]]:
-    """Rows a build or publish has yet to finish, oldest release first."""
-    return [dict(r._mapping) for r in c.execute(
-        select(distributions).where(distributions.c.state.in_(UNFINISHED))
-        .order_by(distributions.c.landing_id))]
+def unfinished(c: Connection, now: float | None = None) -> list[dict[str, Any]]:
+    """Rows a build or publish has yet to finish, oldest release first; with `now`, only those
+    due (an infrastructure fault's backoff has passed)."""
+    query = select(distributions).where(distributions.c.state.in_(UNFINISHED))
+    if now is not None:
+        query = query.where(or_(distributions.c.retry_at.is_(None),
+                                distributions.c.retry_at <= now))
+    return [dict(r._mapping) for r in c.execute(query.order_by(distributions.c.landing_id))]
 
 
 def set_state(c: Connection, tag: str, state: str, **values: Any) -> None:
@@ -165,7 +177,8 @@ def landed(c: Connection, tag: str) -> dict[str, Any]:
 def decode(r: dict[str, Any], found: list[Artifact]) -> dict[str, Any]:
     """A row and its artifacts as the JSON `dist show` prints."""
     out = {k: r[k] for k in ("tag", "state", "commit_sha", "manifest_digest", "attempts", "log",
-                             "error", "updated_at")}
+                             "error", "updated_at", "retry_at")}
+    out["infra_tries"] = r["infra_tries"] or 0
     out["published_to"] = json.loads(r["published_to"]) if r["published_to"] else None
     out["artifacts"] = [a.to_dict() for a in found]
     return out

@@ -19,7 +19,7 @@ import httpx
 
 from lockstep import faults, imageref
 from lockstep.distribution.journal import Artifact
-from lockstep.errors import RegistryAuthError, RegistryError
+from lockstep.errors import RegistryAuthError, RegistryError, RegistryUnreachableError
 from lockstep.registry.distribution import OCI_MANIFEST, DistributionSource, registry_key
 from lockstep.workspace import Workspace
 
@@ -48,8 +48,9 @@ class Pusher(DistributionSource):
             try:
                 response = self._client.request(method, url, headers=hdrs, content=content)
             except httpx.HTTPError as exc:
-                raise RegistryError(f"{self.settings.host}: {type(exc).__name__}: {exc}",
-                                    "check that the registry is reachable") from None
+                raise RegistryUnreachableError(
+                    f"{self.settings.host}: {type(exc).__name__}: {exc}",
+                    "check that the registry is reachable") from None
             if response.status_code != 401:
                 return response
             self.auth.unauthorized(response, repository, sent)
@@ -87,6 +88,10 @@ class Pusher(DistributionSource):
 
 
 def _expect(response: httpx.Response, status: int, what: str) -> None:
+    if response.status_code >= 500:
+        raise RegistryUnreachableError(f"the registry failed to {what}: "
+                                       f"{response.status_code} {response.text[:200].strip()}",
+                                       "see the registry's log; a later try may work")
     if response.status_code != status:
         raise RegistryError(f"the registry did not {what}: {response.status_code} "
                             f"{response.text[:200].strip()}", "see the registry's log")

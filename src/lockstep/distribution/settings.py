@@ -27,6 +27,7 @@ class DistributionSettings(StrictModel):
     repository: str | None = None  # the OCI reference (registry/name) when publish = "oci"
     configuration: str | None = None  # the manifest configuration built (default: its first)
     pass_env: list[str] = Field(default_factory=list)
+    retries: int = Field(default=3, ge=0, le=20)  # automatic tries after infrastructure faults
 
     @field_validator("command")
     @classmethod

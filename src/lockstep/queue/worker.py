@@ -201,6 +201,7 @@ class Worker:
             self.sync_checkout()
             if mode != RunMode.FOREVER:
                 break
+            self.distribute()  # retries whose infrastructure backoff has passed
             time.sleep(poll)
         self.sync_checkout()
 
