@@ -51,6 +51,13 @@ infra_pause_after = 3         # pause the queue after this many infrastructure r
 # url = "https://hooks.example.com/lockstep"
 # secret_env = "LOCKSTEP_WEBHOOK_SECRET"   # HMAC-SHA256 key for X-Lockstep-Signature
 # events = ["rejected"]
+
+# After each landing, build the release's artifacts from the tag (docs/distribution.md).
+# [distribution]
+# command = ["make", "dist"]              # writes its files into $LOCKSTEP_DIST_DIR
+# timeout = 3600
+# publish = "directory"                   # or "oci" with repository = "registry/name"
+# directory = ".lockstep/dist"            # <directory>/<tag>/ and latest.json
 """
 
 GITIGNORE = "# lockstep's local state: store, logs, caches, stage workspaces\n.lockstep/\n"
