@@ -229,12 +229,12 @@ def _caller_chain(depth: int = 3) -> str:
 def instrument(acct: Accountant, store: Any) -> None:
     """Wrap git.run, the store's write and read transactions, run_command, the pid callback
     and extract_tree."""
-    from lockstep import git
-    from lockstep.queue import worker as worker_mod
+    from lockstep import git, stages
+    from lockstep.queue import runner as runner_mod
 
-    for name in ("run_command", "extract_tree"):
-        if not callable(getattr(worker_mod, name, None)):
-            raise SystemExit(f"lockstep.queue.worker.{name} is gone; update the benchmark")
+    for module, name in ((runner_mod, "run_command"), (stages, "extract_tree")):
+        if not callable(getattr(module, name, None)):
+            raise SystemExit(f"{module.__name__}.{name} is gone; update the benchmark")
 
     real_git_run = git.run
 
@@ -257,7 +257,7 @@ def instrument(acct: Accountant, store: Any) -> None:
     store.tx = wrap(store.tx, "store-write", "write transaction")
     store.read = wrap(store.read, "store-read", "read transaction")
 
-    real_run_command = getattr(worker_mod, "run_command")  # noqa: B009
+    real_run_command = getattr(runner_mod, "run_command")  # noqa: B009
 
     def run_command(argv: list[str], **kw: Any) -> Any:
         on_start: Callable[[int], None] | None = kw.get("on_start")
@@ -269,15 +269,15 @@ def instrument(acct: Accountant, store: Any) -> None:
         with acct.region("stage-command"):
             return real_run_command(argv, **kw)
 
-    setattr(worker_mod, "run_command", run_command)  # noqa: B010
+    setattr(runner_mod, "run_command", run_command)  # noqa: B010
 
-    real_extract = getattr(worker_mod, "extract_tree")  # noqa: B009
+    real_extract = getattr(stages, "extract_tree")  # noqa: B009
 
     def extract_tree(repo: Path, treeish: str, dest: Path) -> None:
         with acct.region("extract-tree"):
             real_extract(repo, treeish, dest)
 
-    setattr(worker_mod, "extract_tree", extract_tree)  # noqa: B010
+    setattr(stages, "extract_tree", extract_tree)  # noqa: B010
 
 
 # --- the measurement ---------------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""The lease keeper (spec/queue.md §8): item lease tokens, the heartbeat, and the landing lock.
+
+Every role that writes for an item it holds checks its token here first, and every git side
+effect of a landing is fenced by the landing lock's epoch, so a worker that lost either stops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from lockstep.queue.worker_context import WorkerContext
+
+
+class LeaseLost(Exception):
+    """The item was cancelled or taken over while this worker held it."""
+
+
+class LeaseKeeper:
+    """Holds this worker's claim on items and on the landing lock, and keeps them alive."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.epoch = 0  # the landing lock's epoch when this worker last took it (never: 0)
+
+    def lease_values(self, token: int) -> dict[str, Any]:
+        """The item columns that give it to this worker under `token` for one lease_ttl."""
+        return dict(holder=self.ctx.worker_id, lease_token=token,
+                    lease_expires_at=time.time() + self.ctx.settings.lease_ttl)
+
+    def check_token(self, c: Any, seq: int, token: int) -> None:
+        """Stop (LeaseLost) unless the item is still leased to this worker under `token`."""
+        if self.ctx.store.item(c, seq).lease_token != token:
+            raise LeaseLost
+
+    # --- the landing lock ----------------------------------------------------------------------
+
+    def take_landing_lock(self, c: Any) -> bool:
+        """Take the landing lock unless a live worker holds it; a new epoch fences the last."""
+        store = self.ctx.store
+        q = store.queue(c)
+        now = time.time()
+        if q.landing_holder and q.landing_holder != self.ctx.worker_id and (
+            q.landing_expires_at or 0) > now and store.worker_alive(
+                c, q.landing_holder, q.landing_expires_at, now):
+            return False
+        store.update_queue(c, landing_holder=self.ctx.worker_id,
+                           landing_epoch=q.landing_epoch + 1,
+                           landing_expires_at=now + self.ctx.settings.lease_ttl)
+        self.epoch = q.landing_epoch + 1
+        return True
+
+    def release_landing_lock(self, c: Any) -> None:
+        """Let the next landing take the lock at once."""
+        self.ctx.store.update_queue(c, landing_holder=None, landing_expires_at=None)
+
+    def check_epoch(self, c: Any) -> None:
+        """Fencing: stop unless this worker still holds the landing lock it took."""
+        q = self.ctx.store.queue(c)
+        if q.landing_holder != self.ctx.worker_id or q.landing_epoch != self.epoch:
+            raise LeaseLost
+
+    # --- the heartbeat -------------------------------------------------------------------------
+
+    @contextmanager
+    def heartbeat(self, seq: int, token: int,
+                  landing: bool = False) -> Iterator[threading.Event]:
+        """Renew the item's lease every lease_ttl/4 and check it every second; set the event
+        when it is lost (cancelled, aborted by `pause --abort-running`, or taken over)."""
+        store, settings = self.ctx.store, self.ctx.settings
+        lost = threading.Event()
+        done = threading.Event()
+        check_every = min(1.0, settings.lease_ttl / 4)
+
+        def beat() -> None:
+            """The heartbeat thread: check or renew until done, or until the lease is lost."""
+            renewed = time.monotonic()
+            while not done.wait(check_every):
+                renew = time.monotonic() - renewed >= settings.lease_ttl / 4
+                try:
+                    with store.tx() if renew else store.read() as c:
+                        if renew:
+                            ok = store.renew_lease(c, seq, token, settings.lease_ttl)
+                            if landing:
+                                ok = ok and store.renew_landing_lock(
+                                    c, self.ctx.worker_id, self.epoch, settings.lease_ttl)
+                        else:
+                            ok = store.holds_lease(c, seq, token)
+                except Exception:  # noqa: S112 - a busy store is retried next beat
+                    continue
+                if renew:
+                    renewed = time.monotonic()
+                if not ok:
+                    lost.set()
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{seq}", daemon=True)
+        thread.start()
+        try:
+            yield lost
+        finally:
+            done.set()
+            thread.join()
