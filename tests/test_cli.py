@@ -130,7 +130,7 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     _assert_rolled_out(first.stdout, target, oldest, newest)
     ordered = sorted(tags, key=lambda t: int(t.rsplit(".", 1)[1]))
     published = _assert_distributions(first.stdout, target, ordered, tmp_path)
-    second = lockstep("demo", str(target), cwd=tmp_path)
+    second = _demo_with_status_page(target, tmp_path, tags)
     assert second.returncode == 0, second.stderr
     _assert_rolled_out(second.stdout, target, oldest, newest)  # rolled out again from scratch
     # The rerun builds nothing again: the same archives, named with the same digests.
@@ -146,6 +146,41 @@ def test_demo_end_to_end_and_rerun(tmp_path: Path) -> None:
     (other / "file").write_text("x")
     refused = lockstep("demo", str(other), cwd=tmp_path)
     assert refused.returncode == 2 and "not empty" in refused.stderr
+
+
+def _demo_with_status_page(target: Path, cwd: Path,
+                           tags: list[str]) -> subprocess.CompletedProcess[str]:
+    """`demo --serve --port 0` on the built demo: its status page answers during the story
+    and after it, shows every landed release, and goes away with the demo on SIGTERM."""
+    import httpx
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "lockstep", "demo", str(target), "--serve",
+                             "--port", "0"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    url = None
+    for line in proc.stdout:  # the demo blocks after this line until it is stopped
+        lines.append(line)
+        if line.startswith("the status page stays up at "):
+            url = line.split()[6].rstrip(";")
+            break
+    assert url is not None, "".join(lines) + (proc.stderr.read() if proc.stderr else "")
+    assert any(line.startswith(f"status page: {url}") for line in lines)  # before the story
+    page = httpx.get(url, timeout=30)
+    assert page.status_code == 200 and "lockstep" in page.text
+    overview = httpx.get(f"{url}api/releases", timeout=30).json()
+    assert set(tags) <= set(json.dumps(overview).replace('"', " ").split())
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=60)
+    try:
+        httpx.get(url, timeout=2)
+        still_up = True
+    except httpx.HTTPError:
+        still_up = False
+    assert not still_up, "the status page outlived the demo"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines) + rest, err)
 
 
 def _assert_distributions(out: str, target: Path, tags: list[str],

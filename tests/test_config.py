@@ -245,6 +245,10 @@ def test_partial_integration_table_keeps_the_other_defaults() -> None:
 
 STAGE = "[[stages]]\nname = 'build'\ncommand = ['make']\ntimeout = 5\n"
 ERRORS = {
+    "serve-reads": ("[serve]\nreads = 'everyone'\n", "serve.reads", "Input should be"),
+    "serve-token-env": ("[serve]\ntoken_env = 'not a name'\n", "serve.token_env",
+                        "is not an environment variable name"),
+    "serve-unknown-key": ("[serve]\ntoken = 'abc'\n", "serve.token", ""),
     "negative-timeout": (
         "[[stages]]\nname = 'build'\ncommand = ['make']\ntimeout = -5\n",
         "stages.0.timeout",

@@ -30,6 +30,7 @@ from lockstep.release_config import (
 )
 from lockstep.scenarios import stage as stage_kinds
 from lockstep.scenarios.settings import ScenarioSettings
+from lockstep.server.settings import ServeSettings
 
 CONFIG_FILE = "lockstep.toml"
 DEFAULT_TAG_FORMAT = "v{year}.{month:02d}.{n}"
@@ -315,6 +316,7 @@ class Config(_Model):
     release: ReleaseSettings = Field(default_factory=ReleaseSettings)
     scenarios: ScenarioSettings = Field(default_factory=ScenarioSettings)
     distribution: DistributionSettings = Field(default_factory=DistributionSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     registries: dict[str, RegistrySettings] = Field(default_factory=dict)
     git: dict[str, GitHostSettings] = Field(default_factory=dict)
     pins: list[PinConfig] = Field(default_factory=list)

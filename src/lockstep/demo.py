@@ -94,8 +94,10 @@ def build(root: Path, log: Callable[[str], None]) -> Workspace:
     return Workspace.open(integration)
 
 
-def run_demo(directory: Path | None, log: Callable[[str], None]) -> str:
-    """Build (or reuse) the demo in directory, run the queue, return a summary."""
+def run_demo(directory: Path | None, log: Callable[[str], None],
+             on_workspace: Callable[[Path], None] | None = None) -> str:
+    """Build (or reuse) the demo in directory, run the queue, return a summary; on_workspace
+    gets the integration repo once it exists, before anything is submitted."""
     root = Path(tempfile.mkdtemp(prefix="lockstep-demo-")) if directory is None else directory
     root = root.resolve()
     if (root / MARKER).exists():
@@ -115,6 +117,8 @@ def run_demo(directory: Path | None, log: Callable[[str], None]) -> str:
         ws = build(root, log)
         (root / BUILDING).unlink()
     store = ops.open_store(ws)
+    if on_workspace is not None:
+        on_workspace(ws.root)
     submitted = []
     log("submitting bumps:")
     with store.tx() as c:

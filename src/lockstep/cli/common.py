@@ -40,3 +40,13 @@ def info(message: str) -> None:
     """A progress line on stderr, so stdout stays parseable."""
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse a --host that is no address or a --port out of range (one line, exit 2)."""
+    from lockstep.errors import UsageError
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port} is out of range", "use 1 to 65535, or 0 for any")
+    if not host or any(c.isspace() or c in "/@" for c in host):
+        raise UsageError(f"--host {host!r} is not an address", "e.g. --host 127.0.0.1")

@@ -21,6 +21,7 @@ from lockstep.cli import (
     release,
     rollout,
     scenario,
+    serve,
     webhook,
 )
 from lockstep.cli.common import console
@@ -62,6 +63,7 @@ app.command("pin")(pin.pin)
 app.command("crd")(crd.crd)
 app.add_typer(webhook.app, name="webhook")
 app.command("convert")(convert.convert)
+app.command("serve")(serve.serve)
 
 
 @app.command("init")
