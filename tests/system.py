@@ -160,8 +160,8 @@ class System:
         return Workspace.open(self.ws_dir)
 
     def store(self) -> Store:
-        """The workspace's store."""
-        return Store.open(self.workspace().store_path)
+        """The workspace's store (as the CLI opens it)."""
+        return ops.open_store(self.workspace())
 
     def submit(self, component: str, version: str, configs: list[str] | None = None,
                priority: int = 0) -> Item:

@@ -17,6 +17,7 @@ from pydantic import ValidationError as PydanticValidationError
 from lockstep import config_values, names
 from lockstep.distribution.settings import DistributionSettings
 from lockstep.errors import ConfigError, DependencyCycleError, UsageError, ValidationError
+from lockstep.queue import store_url
 from lockstep.release_config import (
     GitHostSettings,
     Identity,
@@ -304,12 +305,25 @@ class QueueSettings(_Model):
         return _pass_env(v)
 
 
+class StoreSettings(_Model):
+    """Where the queue's state lives (spec/queue.md §8): unset is the workspace's SQLite file,
+    a postgresql:// URL a shared PostgreSQL database; LOCKSTEP_STORE_URL overrides it."""
+
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return store_url.check_configured(v)
+
+
 class Config(_Model):
     """The whole lockstep.toml."""
 
     integration: Integration = Field(default_factory=Integration)
     identity: Identity = Field(default_factory=Identity)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     components: dict[str, Component] = Field(default_factory=dict)
     stages: list[Stage] = Field(default_factory=list)
     notifiers: list[Notifier] = Field(default_factory=list)
@@ -538,7 +552,7 @@ def parse(text: str, source: str = CONFIG_FILE) -> Config:
 
 _SECTIONS: dict[str, type[BaseModel]] = {
     "integration": Integration, "identity": Identity, "queue": QueueSettings,
-    "release": ReleaseSettings, "scenarios": ScenarioSettings,
+    "release": ReleaseSettings, "scenarios": ScenarioSettings, "store": StoreSettings,
 }
 _NOTIFIER_TYPES: dict[str, type[_Model]] = {"webhook": WebhookNotifier, "command": CommandNotifier}
 _DOCS_HINT = "see docs/config.md"

@@ -110,4 +110,19 @@ def run(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        from lockstep.queue.store_url import redact
+
+        cause = " ".join(str(getattr(exc, "orig", exc)).split())
+        sys.stderr.write(f"error: the store failed: {redact(cause)} (check that the database "
+                         "is up and reachable, then run the command again)\n")
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """Whether exc is a database outage (SQLAlchemy imported only when one happened)."""
+    module = sys.modules.get("sqlalchemy.exc")
+    return module is not None and isinstance(exc, module.DBAPIError)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Float,
@@ -69,7 +70,7 @@ artifacts = Table(
     metadata,
     Column("tag", String(200), primary_key=True),
     Column("path", Text, primary_key=True),
-    Column("size", Integer, nullable=False),
+    Column("size", Integer().with_variant(BigInteger(), "postgresql"), nullable=False),
     Column("sha256", String(64), nullable=False),
 )
 

@@ -26,10 +26,11 @@ class LeaseKeeper:
         self.ctx = ctx
         self.epoch = 0  # the landing lock's epoch when this worker last took it (never: 0)
 
-    def lease_values(self, token: int) -> dict[str, Any]:
-        """The item columns that give it to this worker under `token` for one lease_ttl."""
+    def lease_values(self, c: Any, token: int) -> dict[str, Any]:
+        """The item columns that give it to this worker under `token` for one lease_ttl (by
+        the store's clock: the database's on PostgreSQL)."""
         return dict(holder=self.ctx.worker_id, lease_token=token,
-                    lease_expires_at=time.time() + self.ctx.settings.lease_ttl)
+                    lease_expires_at=self.ctx.store.expiry(c, self.ctx.settings.lease_ttl))
 
     def check_token(self, c: Any, seq: int, token: int) -> None:
         """Stop (LeaseLost) unless the item is still leased to this worker under `token`."""
@@ -40,17 +41,11 @@ class LeaseKeeper:
 
     def take_landing_lock(self, c: Any) -> bool:
         """Take the landing lock unless a live worker holds it; a new epoch fences the last."""
-        store = self.ctx.store
-        q = store.queue(c)
-        now = time.time()
-        if q.landing_holder and q.landing_holder != self.ctx.worker_id and (
-            q.landing_expires_at or 0) > now and store.worker_alive(
-                c, q.landing_holder, q.landing_expires_at, now):
+        epoch = self.ctx.store.take_landing_lock(c, self.ctx.worker_id,
+                                                 self.ctx.settings.lease_ttl)
+        if epoch is None:
             return False
-        store.update_queue(c, landing_holder=self.ctx.worker_id,
-                           landing_epoch=q.landing_epoch + 1,
-                           landing_expires_at=now + self.ctx.settings.lease_ttl)
-        self.epoch = q.landing_epoch + 1
+        self.epoch = epoch
         return True
 
     def release_landing_lock(self, c: Any) -> None:

@@ -24,8 +24,9 @@ ALL_PAGE = 500  # finished items `queue status --all` reads at a time by default
 
 
 def open_store(ws: Workspace) -> Store:
-    """The workspace's store (created on first use)."""
-    return Store.open(ws.store_path)
+    """The workspace's store (created on first use): `[store] url` (or LOCKSTEP_STORE_URL)
+    when set, else the SQLite file under .lockstep/."""
+    return Store.open(ws.store_path, url=ws.config.store.url, lease_ttl=ws.config.queue.lease_ttl)
 
 
 def submit(ws: Workspace, store: Store, component: str, version: str,

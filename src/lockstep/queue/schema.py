@@ -1,5 +1,8 @@
 """The queue's tables (SQLAlchemy Core), shared by the SQLite and PostgreSQL stores.
 
+Times are float Unix seconds and JSON is text on both; strings are unbounded on PostgreSQL as
+they are on SQLite.
+
 Version 2 binds outbox rows to a notifier's name (version 1 stored its list position) and adds
 the indexes that keep the live queue and the newest history cheap however long the history.
 """
@@ -7,6 +10,7 @@ the indexes that keep the live queue and the newest history cheap however long t
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     ForeignKey,
@@ -27,6 +31,16 @@ FINISHED_STATES = tuple(sorted(s.value for s in TERMINAL))
 LIVE_STATES = tuple(s.value for s in State if s not in TERMINAL)
 metadata = MetaData()
 
+
+def _str(length: int) -> String:
+    """VARCHAR(length) on SQLite, which never enforces the length, and an unbounded VARCHAR on
+    PostgreSQL, which would: a long host name or version then behaves the same on both."""
+    return String(length).with_variant(String(), "postgresql")
+
+
+# Unix seconds outgrow PostgreSQL's 4-byte INTEGER in 2038 (SQLite's INTEGER is 8 bytes already).
+_EPOCH_SECONDS = Integer().with_variant(BigInteger(), "postgresql")
+
 schema_info = Table(
     "schema_info",
     metadata,
@@ -37,12 +51,12 @@ queues = Table(
     "queues",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("mode", String(16), nullable=False, default="serial"),
+    Column("mode", _str(16), nullable=False, default="serial"),
     Column("paused", Integer, nullable=False, default=0),
-    Column("paused_reason", String(64)),
+    Column("paused_reason", _str(64)),
     Column("draining", Integer, nullable=False, default=0),
     Column("infra_streak", Integer, nullable=False, default=0),
-    Column("landing_holder", String(128)),
+    Column("landing_holder", _str(128)),
     Column("landing_epoch", Integer, nullable=False, default=0),
     Column("landing_expires_at", Float),
     Column("lease_seq", Integer, nullable=False, default=0),
@@ -53,19 +67,19 @@ items = Table(
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("queue_id", Integer, ForeignKey("queues.id"), nullable=False),
-    Column("component", String(64), nullable=False),
-    Column("version", String(200), nullable=False),
-    Column("sha", String(40), nullable=False),
-    Column("digest", String(100)),
+    Column("component", _str(64), nullable=False),
+    Column("version", _str(200), nullable=False),
+    Column("sha", _str(40), nullable=False),
+    Column("digest", _str(100)),
     Column("configurations", Text, nullable=False),  # JSON list: the targets at submit
     Column("priority", Integer, nullable=False, default=0),
-    Column("state", String(16), nullable=False),
+    Column("state", _str(16), nullable=False),
     Column("submitted_at", Float, nullable=False),
-    Column("submitted_base", String(40)),  # the integration head at submit (stale-bump rule)
+    Column("submitted_base", _str(40)),  # the integration head at submit (stale-bump rule)
     Column("updated_at", Float, nullable=False),
     Column("attempt", Integer, nullable=False, default=0),
     Column("recoveries", Integer, nullable=False, default=0),
-    Column("holder", String(128)),
+    Column("holder", _str(128)),
     Column("lease_token", Integer),
     Column("lease_expires_at", Float),
     Column("candidate", Text),  # JSON: base, tree, configurations, manifest text, old versions
@@ -78,15 +92,15 @@ runs = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("item_seq", Integer, ForeignKey("items.seq"), nullable=False, index=True),
     Column("attempt", Integer, nullable=False),
-    Column("configuration", String(64), nullable=False),
-    Column("stage", String(64), nullable=False),
+    Column("configuration", _str(64), nullable=False),
+    Column("stage", _str(64), nullable=False),
     Column("try_no", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", _str(16), nullable=False),
     Column("exit_code", Integer),
     Column("started_at", Float, nullable=False),
     Column("ended_at", Float),
-    Column("worker", String(128), nullable=False),
-    Column("host", String(255)),
+    Column("worker", _str(128), nullable=False),
+    Column("host", _str(255)),
     Column("pid", Integer),  # the stage's process (group leader) while it runs
     Column("pid_started", Float),
     Column("log", Text, nullable=False),
@@ -98,17 +112,17 @@ landings = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("item_seq", Integer, ForeignKey("items.seq"), nullable=False),
     Column("epoch", Integer, nullable=False),
-    Column("state", String(16), nullable=False),  # open, landed, undone
-    Column("base", String(40), nullable=False),
-    Column("tree", String(40), nullable=False),
-    Column("commit_sha", String(40)),
+    Column("state", _str(16), nullable=False),  # open, landed, undone
+    Column("base", _str(40), nullable=False),
+    Column("tree", _str(40), nullable=False),
+    Column("commit_sha", _str(40)),
     Column("commit_message", Text, nullable=False),
-    Column("tag_name", String(200), nullable=False),
+    Column("tag_name", _str(200), nullable=False),
     Column("tag_message", Text, nullable=False),
-    Column("tag_sha", String(40)),
-    Column("who_name", String(200), nullable=False),
-    Column("who_email", String(200), nullable=False),
-    Column("timestamp", Integer, nullable=False),
+    Column("tag_sha", _str(40)),
+    Column("who_name", _str(200), nullable=False),
+    Column("who_email", _str(200), nullable=False),
+    Column("timestamp", _EPOCH_SECONDS, nullable=False),
     Column("created_at", Float, nullable=False),
 )
 
@@ -116,16 +130,16 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("delivery_id", String(64), nullable=False, unique=True),
-    Column("event", String(32), nullable=False),
+    Column("delivery_id", _str(64), nullable=False, unique=True),
+    Column("event", _str(32), nullable=False),
     Column("item_seq", Integer, ForeignKey("items.seq")),
     # The notifier's name; NULL only on rows a version-1 store queued by list position.
-    Column("notifier", String(64)),
+    Column("notifier", _str(64)),
     Column("payload", Text, nullable=False),
-    Column("state", String(16), nullable=False),  # pending, delivered, failed, dropped
+    Column("state", _str(16), nullable=False),  # pending, delivered, failed, dropped
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
-    Column("claimed_by", String(64)),  # the sender holding a pending row until next_attempt_at
+    Column("claimed_by", _str(64)),  # the sender holding a pending row until next_attempt_at
     Column("last_error", Text),
 )
 
@@ -135,7 +149,7 @@ events = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", Float, nullable=False),
     Column("item_seq", Integer),
-    Column("kind", String(32), nullable=False),
+    Column("kind", _str(32), nullable=False),
     Column("detail", Text, nullable=False),
 )
 
@@ -157,8 +171,8 @@ Index("ix_events_item_seq", events.c.item_seq, events.c.id)  # one item's histor
 workers = Table(
     "workers",
     metadata,
-    Column("id", String(128), primary_key=True),
-    Column("host", String(255), nullable=False),
+    Column("id", _str(128), primary_key=True),
+    Column("host", _str(255), nullable=False),
     Column("pid", Integer, nullable=False),
     Column("pid_started", Float, nullable=False),
     Column("started_at", Float, nullable=False),

@@ -1,7 +1,9 @@
-"""Durable queue state in SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE); one schema for all.
+"""Durable queue state in SQLite (WAL, synchronous=FULL, BEGIN IMMEDIATE) or PostgreSQL.
 
 Every state transition is a compare-and-set inside one transaction, so two workers on one store
 never claim the same item and a SIGKILL leaves either the old or the new state, never a mix.
+Write transactions are serialised on both: SQLite by BEGIN IMMEDIATE, PostgreSQL by locking the
+queue's row (`SELECT … FOR UPDATE`) first; on PostgreSQL lease times use the database clock.
 """
 
 from __future__ import annotations
@@ -22,22 +24,30 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Float,
     bindparam,
+    cast,
     create_engine,
     event,
+    func,
     insert,
     inspect,
     select,
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
-from lockstep.errors import NotFoundError, StateError
+from lockstep.errors import LockstepError, NotFoundError, StateError
 from lockstep.queue import schema as s
+from lockstep.queue import store_url
 from lockstep.queue.model import ItemView, QueueView, State, item_id
 
 QUEUE_ID = 1
 HOST = socket.gethostname()
+DEFAULT_LEASE_TTL = 60.0  # [queue] lease_ttl's default: a worker row silent for twice it is dead
+# pg_advisory_xact_lock key ("lockstep" in ASCII) serialising schema creation and migration.
+_INIT_LOCK = 0x6C6F636B73746570
 
 
 @dataclass(frozen=True)
@@ -146,23 +156,72 @@ def sqlite_engine(path: Path) -> Engine:
     return engine
 
 
+def postgres_engine(target: store_url.StoreTarget) -> Engine:
+    """A PostgreSQL engine (psycopg): pre-pinged pooled connections, bounded lock waits, and
+    sessions that a vanished client leaves idle inside a transaction are ended by the server."""
+    engine = create_engine(
+        target.url, pool_pre_ping=True, hide_parameters=True,
+        connect_args={"connect_timeout": 10, "application_name": "lockstep"},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.autocommit = True
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '30s'")
+            cur.execute("SET idle_in_transaction_session_timeout = '300s'")
+        dbapi_conn.autocommit = False
+
+    return engine
+
+
 class Store:
     """The queue store; methods take a connection from `tx()` so callers group writes."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lease_ttl: float = DEFAULT_LEASE_TTL,
+                 display: str | None = None) -> None:
         self.engine = engine
+        self.lease_ttl = lease_ttl
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self.display = display or engine.url.render_as_string(hide_password=True)
+        self._ready = False  # the schema and the queue row exist: write transactions lock it
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open (creating if needed) the SQLite store at path."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(sqlite_engine(path))
-        store._init()
+    def open(cls, path: Path, url: str | None = None, *,
+             lease_ttl: float = DEFAULT_LEASE_TTL) -> Store:
+        """Open (creating if needed) the store: PostgreSQL when LOCKSTEP_STORE_URL or `url`
+        (lockstep.toml's `[store] url`) names one, else the SQLite file at path."""
+        target = store_url.effective(url)
+        if target is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            store = cls(sqlite_engine(path), lease_ttl)
+        else:
+            store = cls(postgres_engine(target), lease_ttl, target.display)
+        try:
+            store._init()
+        except DBAPIError as exc:  # unreachable, refused, or not allowed to create the tables
+            store.close()
+            if target is None:
+                raise
+            cause = store_url.redact(" ".join(str(exc.orig or exc).split()))
+            raise LockstepError(f"cannot use the PostgreSQL store {target.display}: {cause}",
+                                "check that the server runs and the URL, user and password "
+                                f"({store_url.ENV_VAR}, PGPASSWORD or ~/.pgpass) are right"
+                                ) from None
         return store
+
+    @contextmanager
+    def _init_tx(self) -> Iterator[Connection]:
+        """The schema's own write transaction; on PostgreSQL it holds an advisory lock, so two
+        processes opening a new database do not both create the tables."""
+        with self.engine.begin() as c:
+            if self.is_postgres:
+                c.execute(select(func.pg_advisory_xact_lock(_INIT_LOCK)))
+            yield c
 
     def _init(self) -> None:
         """Create, check or migrate the schema in one write transaction (all or nothing)."""
-        with self.tx() as c:
+        with self._init_tx() as c:
             has_schema = inspect(c).has_table(s.schema_info.name)
             row = c.execute(select(s.schema_info.c.version)).first() if has_schema else None
             if row is None:
@@ -179,20 +238,47 @@ class Store:
             if c.execute(select(s.queues.c.id).where(s.queues.c.id == QUEUE_ID)).first() is None:
                 c.execute(insert(s.queues).values(id=QUEUE_ID, mode="serial", paused=0,
                                                   draining=0))
+        self._ready = True
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        """One write transaction (BEGIN IMMEDIATE on SQLite)."""
+        """One write transaction: BEGIN IMMEDIATE on SQLite; on PostgreSQL it first locks the
+        queue's row (`SELECT … FOR UPDATE`), so writers run one at a time as on SQLite and every
+        read-then-write inside (scheduling, lease tokens, the landing lock) sees no rival."""
         with self.engine.begin() as conn:
+            if self.is_postgres and self._ready:
+                conn.execute(select(s.queues.c.id).where(s.queues.c.id == QUEUE_ID)
+                             .with_for_update())
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """One read-only transaction: a consistent snapshot without the write lock."""
+        """One read-only transaction: a consistent snapshot without the write lock (on
+        PostgreSQL a REPEATABLE READ, READ ONLY transaction)."""
         with self.engine.connect() as conn:
+            if self.is_postgres:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ",
+                                              postgresql_readonly=True)
             conn = conn.execution_options(lockstep_read_only=True)
             with conn.begin():
                 yield conn
+
+    # --- the clock -------------------------------------------------------------------------
+
+    def _now_sql(self) -> ColumnElement[float]:
+        """The database clock in Unix seconds, as SQL (PostgreSQL: the transaction's now())."""
+        return cast(func.extract("epoch", func.now()), Float)
+
+    def clock(self, c: Connection) -> float:
+        """Now, in Unix seconds, by the clock lease times are compared with: the database's on
+        PostgreSQL (workers on several machines share it), this machine's on SQLite."""
+        if not self.is_postgres:
+            return time.time()
+        return float(c.execute(select(self._now_sql())).scalar_one())
+
+    def expiry(self, c: Connection, ttl: float) -> float:
+        """When a lease or lock taken now for ttl seconds expires, by `clock`."""
+        return self.clock(c) + ttl
 
     def close(self) -> None:
         """Release database resources."""
@@ -224,12 +310,44 @@ class Store:
             update(s.queues)
             .where(s.queues.c.id == QUEUE_ID, s.queues.c.landing_holder == worker,
                    s.queues.c.landing_epoch == epoch)
-            .values(landing_expires_at=time.time() + ttl)
+            .values(landing_expires_at=self._expiry_value(ttl))
         )
+        if result.rowcount:
+            self.heartbeat(c, worker)
         return bool(result.rowcount)
 
+    def take_landing_lock(self, c: Connection, worker: str, ttl: float) -> int | None:
+        """Take (or retake) the landing lock for ttl seconds; returns the new epoch, or None
+        while another worker holds it and still works (§8: epoch + 1, expiry by `clock`)."""
+        q = self.queue(c)
+        now = self.clock(c)
+        if q.landing_holder and q.landing_holder != worker and (
+                q.landing_expires_at or 0) > now and self.worker_alive(
+                    c, q.landing_holder, q.landing_expires_at, now):
+            return None
+        epoch = c.execute(
+            update(s.queues)
+            .where(s.queues.c.id == QUEUE_ID, s.queues.c.landing_epoch == q.landing_epoch)
+            .values(landing_holder=worker, landing_epoch=s.queues.c.landing_epoch + 1,
+                    landing_expires_at=self._expiry_value(ttl))
+            .returning(s.queues.c.landing_epoch)
+        ).scalar()
+        return None if epoch is None else int(epoch)
+
+    def _expiry_value(self, ttl: float) -> Any:
+        """The value of an expiry column ttl seconds from now by `clock` (SQL on PostgreSQL)."""
+        return self._now_sql() + ttl if self.is_postgres else time.time() + ttl
+
     def next_lease_token(self, c: Connection) -> int:
-        """A fresh, monotonically increasing lease token."""
+        """A fresh, monotonically increasing lease token (unique across concurrent workers:
+        the row update is atomic, and on PostgreSQL the new value is read back by RETURNING)."""
+        if self.is_postgres:
+            return int(c.execute(
+                update(s.queues)
+                .where(s.queues.c.id == QUEUE_ID)
+                .values(lease_seq=s.queues.c.lease_seq + 1)
+                .returning(s.queues.c.lease_seq)
+            ).scalar_one())
         c.execute(
             update(s.queues)
             .where(s.queues.c.id == QUEUE_ID)
@@ -343,8 +461,12 @@ class Store:
                 s.items.c.lease_token == token,
                 s.items.c.state.in_([State.TESTING.value, State.LANDING.value]),
             )
-            .values(lease_expires_at=time.time() + ttl)
+            .values(lease_expires_at=self._expiry_value(ttl))
         )
+        if result.rowcount and self.is_postgres:
+            holder = select(s.items.c.holder).where(s.items.c.seq == seq).scalar_subquery()
+            c.execute(update(s.workers).where(s.workers.c.id == holder)
+                      .values(heartbeat_at=self._expiry_value(0.0)))
         return bool(result.rowcount)
 
     def holds_lease(self, c: Connection, seq: int, token: int) -> bool:
@@ -517,7 +639,7 @@ class Store:
         """Record this process as a worker; returns its id."""
         pid = os.getpid()
         worker = f"{HOST}:{pid}:{uuid.uuid4().hex[:6]}"
-        now = time.time()
+        now = self.clock(c)
         c.execute(
             insert(s.workers).values(
                 id=worker,
@@ -530,18 +652,43 @@ class Store:
         )
         return worker
 
+    def heartbeat(self, c: Connection, worker: str) -> bool:
+        """Record that a worker is alive now (by `clock`); False if its row is gone. Renewing a
+        lease or the landing lock does this too; an idle worker calls it every lease_ttl/4."""
+        result = c.execute(update(s.workers).where(s.workers.c.id == worker)
+                           .values(heartbeat_at=self._expiry_value(0.0)))
+        return bool(result.rowcount)
+
     def forget_dead_workers(self, c: Connection) -> int:
-        """Delete rows of this host's exited workers that hold nothing; returns how many."""
+        """Delete rows of exited workers that hold nothing: this host's whose process is gone,
+        and on PostgreSQL other hosts' silent for 2·lease_ttl; returns how many."""
         held: set[str | None] = {i.holder for i in self.items(c)}
         held.add(self.queue(c).landing_holder)
+        query = select(s.workers)
+        if not self.is_postgres:
+            query = query.where(s.workers.c.host == HOST)
+        now = self.clock(c)
         gone = 0
-        for row in c.execute(select(s.workers).where(s.workers.c.host == HOST)).all():
+        for row in c.execute(query).all():
             m = row._mapping
-            if m["id"] in held or pid_matches(m["pid"], m["pid_started"]):
+            if m["id"] in held or self._worker_row_lost(m, now) is None:
                 continue
             c.execute(s.workers.delete().where(s.workers.c.id == m["id"]))
             gone += 1
         return gone
+
+    def _worker_row_lost(self, m: Any, now: float) -> str | None:
+        """Why a registered worker is dead (its pid is gone on this host, or on another host
+        its row has been silent for 2·lease_ttl: PostgreSQL only, where renewals record
+        heartbeats), or None while it may still work."""
+        if m["host"] == HOST:
+            if not pid_matches(m["pid"], m["pid_started"]):
+                return f"its process {m['pid']} is gone"
+            return None
+        silent = now - m["heartbeat_at"]
+        if self.is_postgres and silent > 2 * self.lease_ttl:
+            return f"its worker on {m['host']} has been silent for {silent:.0f}s"
+        return None
 
     def worker_alive(self, c: Connection, worker: str | None, lease_expires_at: float | None,
                      now: float) -> bool:
@@ -550,36 +697,49 @@ class Store:
 
     def holder_lost(self, c: Connection, worker: str | None, lease_expires_at: float | None,
                     now: float) -> str | None:
-        """Why a holder no longer works (its pid is gone on this host, or its lease expired),
-        or None while it does."""
+        """Why a holder no longer works (its pid is gone on this host, its worker on another
+        host fell silent, or its lease expired), or None while it does.
+
+        `now` is the caller's clock; on PostgreSQL the database clock decides instead, since
+        leases were set by it and the caller may run on a machine whose clock differs.
+        """
         if not worker:
             return "no worker holds it"
         row = c.execute(select(s.workers).where(s.workers.c.id == worker)).first()
         if row is None:
             return f"worker {worker} is not registered"
-        m = row._mapping
-        if m["host"] == HOST and not pid_matches(m["pid"], m["pid_started"]):
-            return f"its process {m['pid']} is gone"
+        if self.is_postgres:
+            now = self.clock(c)
+        why = self._worker_row_lost(row._mapping, now)
+        if why is not None:
+            return why
         if lease_expires_at is None or lease_expires_at <= now:
             return "its lease expired"
         return None
 
     def view(self, c: Connection, max_recoveries: int) -> QueueView:
-        """The scheduler's snapshot of the queue."""
-        now = time.time()
+        """The scheduler's snapshot of the queue (lease expiry judged by `clock`)."""
+        now = self.clock(c)
         q = self.queue(c)
+        # Only the columns the scheduler reads: no JSON decoded for 10,000 queued items.
+        t = s.items.c
+        live = c.execute(select(t.seq, t.priority, t.state, t.holder, t.lease_expires_at,
+                                t.recoveries).where(_state_in(s.LIVE_STATES)).order_by(t.seq)).all()
         views = tuple(
             ItemView(
-                id=i.id,
-                seq=i.seq,
-                priority=i.priority,
-                state=i.state,
-                holder_alive=self.worker_alive(c, i.holder, i.lease_expires_at, now),
-                recoveries=i.recoveries,
+                id=item_id(seq),
+                seq=seq,
+                priority=priority,
+                state=_STATES[state],
+                holder_alive=bool(holder) and self.worker_alive(c, holder, expires, now),
+                recoveries=recoveries,
             )
-            for i in self.items(c)
+            for seq, priority, state, holder, expires, recoveries in live
         )
         return QueueView(q.paused, views, max_recoveries, q.paused_reason, q.draining)
+
+
+_STATES = {state.value: state for state in State}
 
 
 def _state_in(states: tuple[str, ...]) -> ColumnElement[bool]:
@@ -598,6 +758,44 @@ def migrate(store: Store, c: Connection, version: int) -> None:
     indexes of live and finished items.
     """
     assert version == 1, version
+    dropped = _migrate_outbox_in_place(c) if store.is_postgres else _migrate_outbox_by_copy(c)
+    column = "VARCHAR" if store.is_postgres else "VARCHAR(40)"
+    c.execute(text(f"ALTER TABLE items ADD COLUMN submitted_base {column}"))
+    c.execute(text("DROP INDEX IF EXISTS ix_items_state"))
+    for table in (s.items, s.landings, s.events, s.outbox):
+        for index in table.indexes:
+            index.create(c, checkfirst=True)
+    s.metadata.create_all(c)
+    c.execute(update(s.schema_info).values(version=s.SCHEMA_VERSION))
+    store.add_event(c, None, "schema-migrated", {"from": version, "to": s.SCHEMA_VERSION,
+                                                 "deliveries_dropped": dropped})
+
+
+def _dropped_reason(notifier: Any) -> str:
+    """Why the 1 → 2 upgrade drops a pending delivery queued for a notifier list position."""
+    return (f"dropped by the upgrade to store schema 2, not sent: it was queued for "
+            f"notifiers.{notifier} by position, which cannot be matched to a notifier name "
+            "safely")
+
+
+def _migrate_outbox_in_place(c: Connection) -> int:
+    """PostgreSQL, 1 → 2: pending rows dropped, the notifier column emptied and made a name,
+    the claim column added; the table keeps its constraints and its id sequence. Returns how
+    many rows were dropped."""
+    pending = c.execute(text("SELECT id, notifier FROM outbox WHERE state = 'pending'"))
+    rows = pending.mappings().all()
+    for row in rows:
+        c.execute(update(s.outbox).where(s.outbox.c.id == row["id"])
+                  .values(state="dropped", last_error=_dropped_reason(row["notifier"])))
+    c.execute(text("ALTER TABLE outbox ALTER COLUMN notifier DROP NOT NULL"))
+    c.execute(text("ALTER TABLE outbox ALTER COLUMN notifier TYPE VARCHAR USING NULL"))
+    c.execute(text("ALTER TABLE outbox ADD COLUMN claimed_by VARCHAR"))
+    return len(rows)
+
+
+def _migrate_outbox_by_copy(c: Connection) -> int:
+    """SQLite, 1 → 2 (it cannot change a column's type): the table is rebuilt by copy. Returns
+    how many pending rows were dropped."""
     c.execute(text("ALTER TABLE outbox RENAME TO outbox_v1"))
     s.outbox.create(c)
     old = c.execute(text("SELECT id, delivery_id, event, item_seq, notifier, payload, state, "
@@ -607,23 +805,13 @@ def migrate(store: Store, c: Connection, version: int) -> None:
         state, error = r["state"], r["last_error"]
         if state == "pending":
             state, dropped = "dropped", dropped + 1
-            error = (f"dropped by the upgrade to store schema 2, not sent: it was queued for "
-                     f"notifiers.{r['notifier']} by position, which cannot be matched to a "
-                     "notifier name safely")
+            error = _dropped_reason(r["notifier"])
         c.execute(insert(s.outbox).values(
             id=r["id"], delivery_id=r["delivery_id"], event=r["event"], item_seq=r["item_seq"],
             notifier=None, payload=r["payload"], state=state, attempts=r["attempts"],
             next_attempt_at=r["next_attempt_at"], last_error=error))
     c.execute(text("DROP TABLE outbox_v1"))
-    c.execute(text("ALTER TABLE items ADD COLUMN submitted_base VARCHAR(40)"))
-    c.execute(text("DROP INDEX IF EXISTS ix_items_state"))
-    for table in (s.items, s.landings, s.events):
-        for index in table.indexes:
-            index.create(c, checkfirst=True)
-    s.metadata.create_all(c)
-    c.execute(update(s.schema_info).values(version=s.SCHEMA_VERSION))
-    store.add_event(c, None, "schema-migrated", {"from": version, "to": s.SCHEMA_VERSION,
-                                                 "deliveries_dropped": dropped})
+    return dropped
 
 
 def pid_matches(pid: int, started: float) -> bool:

@@ -237,7 +237,7 @@ class Worker:
         self.last_item = seq
         item = store.item(c, seq)
         token = store.next_lease_token(c)
-        lease = self.lease.lease_values(token)
+        lease = self.lease.lease_values(c, token)
         if isinstance(decision, scheduler.Recover) and decision.state == State.TESTING:
             self._recover_testing(c, item, decision.give_up)
             return None
