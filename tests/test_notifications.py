@@ -39,7 +39,8 @@ def test_listener_down_then_up_resends_same_delivery(tmp_path: Path,
     store = system.store()
     with store.tx() as c:
         [row] = store.outbox_rows(c, bad.seq)
-    assert row["state"] == "pending" and row["attempts"] == 1 and row["last_error"]
+    # At least one attempt failed (a loaded machine may have made a second, after its backoff).
+    assert row["state"] == "pending" and row["attempts"] >= 1 and row["last_error"]
     listener = webhook.start(port)
     try:
         delivered = notify.deliver_due(store, system.workspace().config, 5,
@@ -50,7 +51,7 @@ def test_listener_down_then_up_resends_same_delivery(tmp_path: Path,
         assert notify.verify(b"k", got.body, got.headers["x-lockstep-signature"])
         with store.tx() as c:
             [after] = store.outbox_rows(c, bad.seq)
-        assert after["state"] == "delivered" and after["attempts"] == 2
+        assert after["state"] == "delivered" and after["attempts"] == row["attempts"] + 1
     finally:
         listener.stop()
 
