@@ -22,6 +22,7 @@ from lockstep.cli import (
     rollout,
     scenario,
     serve,
+    sim,
     webhook,
 )
 from lockstep.cli.common import console
@@ -63,6 +64,7 @@ app.command("pin")(pin.pin)
 app.command("crd")(crd.crd)
 app.add_typer(webhook.app, name="webhook")
 app.command("convert")(convert.convert)
+app.command("sim")(sim.sim)
 app.command("serve")(serve.serve)
 
 
