@@ -13,6 +13,9 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 # git check-ref-format rules plus a conservative character set: no shell metacharacters at all.
 # '@' is allowed for monorepo tags such as api@1.2.3 (but never '@{' or a lone '@').
 _REF_CHARS = re.compile(r"^[A-Za-z0-9._/+@-]+$")
+# A Kubernetes object name (RFC 1123 subdomain); the 253-character limit is checked apart.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+                            r"(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 
 
 def _simple_name(name: str, what: str) -> str:
@@ -42,6 +45,20 @@ def stage_name(name: str) -> str:
 def notifier_name(name: str) -> str:
     """A notifier name: same alphabet as component names; it binds pending deliveries."""
     return _simple_name(name, "notifier name")
+
+
+def is_dns_subdomain(value: str) -> bool:
+    """Whether `value` may name a Kubernetes object: a DNS subdomain of at most 253 characters."""
+    return len(value) <= 253 and _DNS_SUBDOMAIN.fullmatch(value) is not None
+
+
+def environment_name(value: str) -> str:
+    """An Environment's metadata.name: a DNS subdomain, as `rollout apply` requires."""
+    if not is_dns_subdomain(value):
+        raise ValidationError(f"invalid environment name {value!r}",
+                              "use lower-case letters, digits, '-' and '.', starting and "
+                              "ending alphanumeric")
+    return value
 
 
 def ref_name(name: str, what: str = "ref name") -> str:

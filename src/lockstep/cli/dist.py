@@ -29,20 +29,6 @@ def _open(ws_dir: Path) -> tuple[Any, Any]:
     return ws, store
 
 
-def _shown(store: Any, tag: str) -> dict[str, Any]:
-    from lockstep import names
-    from lockstep.distribution import journal
-    from lockstep.errors import NotFoundError
-
-    names.ref_name(tag, "tag")
-    with store.read() as c:
-        r = journal.row(c, tag)
-        if r is None:
-            raise NotFoundError(f"no distribution of {tag!r} is recorded",
-                                "see `lockstep dist list`; `lockstep dist build TAG` builds one")
-        return journal.decode(r, journal.artifacts_of(c, tag))
-
-
 def _where(d: dict[str, Any]) -> str:
     """Where a distribution was published: its directory, or its OCI reference and digest."""
     to = d["published_to"] or {}
@@ -72,10 +58,11 @@ def list_(json_out: JsonOpt = False, ws_dir: WorkspaceOpt = Path(".")) -> None:
 @app.command("show")
 def show(tag: TagArg, json_out: JsonOpt = False, ws_dir: WorkspaceOpt = Path(".")) -> None:
     """One distribution: its artifacts and digests, where it was published, its build log."""
+    from lockstep.distribution import journal
     from lockstep.stages import tail
 
     _, store = _open(ws_dir)
-    d = _shown(store, tag)
+    d = journal.shown(store, tag)
     if json_out:
         print_json(d)
         return
@@ -102,6 +89,7 @@ def build(tag: TagArg, ws_dir: WorkspaceOpt = Path(".")) -> None:
     """Build and publish TAG's distribution now (a failed one is retried); exit 1 if it fails."""
     from lockstep import names
     from lockstep.distribution import build as builder
+    from lockstep.distribution import journal
     from lockstep.errors import ConfigError, LockstepError, StateError
 
     names.ref_name(tag, "tag")
@@ -113,7 +101,7 @@ def build(tag: TagArg, ws_dir: WorkspaceOpt = Path(".")) -> None:
     if state is None:
         raise StateError(f"another live lockstep process is building {tag}",
                          "wait for it, then see `lockstep dist show TAG`")
-    d = _shown(store, tag)
+    d = journal.shown(store, tag)
     if state in ("pending", "built"):
         raise LockstepError(f"distribution of {tag} met an infrastructure fault: {d['error']}",
                             "`queue run` retries it after a backoff, or run `dist build` again "
@@ -131,7 +119,7 @@ def verify(tag: TagArg, ws_dir: WorkspaceOpt = Path(".")) -> None:
     from lockstep.errors import StateError
 
     ws, store = _open(ws_dir)
-    d = _shown(store, tag)
+    d = journal.shown(store, tag)
     if d["state"] != "published":
         raise StateError(f"the distribution of {tag} is {d['state']}, not published",
                          "`lockstep dist build TAG` publishes it")

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
 from lockstep.cli.common import JsonOpt, WorkspaceOpt, info, print_json
-
-if TYPE_CHECKING:
-    from lockstep.rollout.store import EnvironmentStore
 
 app = typer.Typer(help="Roll Environments out in hash-triggered generations.",
                   no_args_is_help=True)
@@ -63,14 +60,6 @@ NameArg = Annotated[str, typer.Argument(help="The Environment's metadata.name.",
                                         show_default=False)]
 
 
-def open_store(ws_dir: Path) -> EnvironmentStore:
-    """The workspace's Environment store, `<workspace>/.lockstep/rollouts.db`."""
-    from lockstep.rollout.controller import store_path
-    from lockstep.rollout.store import EnvironmentStore
-
-    return EnvironmentStore(store_path(ws_dir))
-
-
 @app.command("apply")
 def apply(file: FileArg, ws_dir: WorkspaceOpt = Path("."), api: ApiOpt = "v1alpha2") -> None:
     """Create or update an Environment for the controller: validated, then stored in the API
@@ -78,6 +67,7 @@ def apply(file: FileArg, ws_dir: WorkspaceOpt = Path("."), api: ApiOpt = "v1alph
     from lockstep.errors import LockstepError, UsageError
     from lockstep.rollout.convert import convert
     from lockstep.rollout.resource import GROUP, validate
+    from lockstep.rollout.store import open_environment_store
 
     obj = read_environment(file)
     validate(obj)
@@ -86,7 +76,7 @@ def apply(file: FileArg, ws_dir: WorkspaceOpt = Path("."), api: ApiOpt = "v1alph
     if not name:
         raise UsageError("metadata.name: missing", "name the Environment")
     version = f"{GROUP}/{api}"
-    store = open_store(ws_dir)
+    store = open_environment_store(ws_dir)
     try:
         current: object = store.get(str(name)).obj
     except LockstepError:  # absent, or stored unreadable: the put replaces it
@@ -101,13 +91,6 @@ def apply(file: FileArg, ws_dir: WorkspaceOpt = Path("."), api: ApiOpt = "v1alph
          f"resourceVersion {stored.resource_version})")
 
 
-def up_to_date(status: object) -> dict[str, Any]:
-    """The `UpToDate` condition of a status (empty if there is none, or the status is garbled)."""
-    conditions = status.get("conditions") if isinstance(status, dict) else None
-    return next((c for c in conditions if isinstance(c, dict) and c.get("type") == "UpToDate"),
-                {}) if isinstance(conditions, list) else {}
-
-
 @app.command("status")
 def status(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt = False,
            api: Annotated[ApiMode | None, typer.Option(
@@ -116,9 +99,10 @@ def status(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt = 
            ) -> None:
     """Print an Environment's rollout status (the whole object with --json)."""
     from lockstep.rollout.convert import convert
-    from lockstep.rollout.resource import GROUP, V1ALPHA1
+    from lockstep.rollout.resource import GROUP, V1ALPHA1, up_to_date
+    from lockstep.rollout.store import open_environment_store
 
-    stored = open_store(ws_dir).get(name)
+    stored = open_environment_store(ws_dir).get(name)
     obj: Any = stored.full()
     if api is not None:
         obj = convert(obj, f"{GROUP}/{api}")
@@ -156,38 +140,15 @@ def promote(name: NameArg, force: Annotated[bool, typer.Option(
             ws_dir: WorkspaceOpt = Path(".")) -> None:
     """Force-promote the rollout in progress: spec.forcePromote := status.requestedRolloutHash
     (v1alpha1: := spec.requestRollout)."""
-    from lockstep.errors import StateError, UsageError
-    from lockstep.rollout.resource import NIL_UUID, V1ALPHA1
-    from lockstep.rollout.store import ConflictError
+    from lockstep.errors import UsageError
+    from lockstep.rollout.promote import force_promote
+    from lockstep.rollout.store import open_environment_store
 
     if not force:
         raise UsageError("promote skips the new generation's catch-up",
                          "pass --force to confirm; without it a ManuallyPromote rollout waits")
-    store = open_store(ws_dir)
-    for _ in range(5):
-        stored = store.get(name)
-        body = stored.full()
-        st = stored.status if isinstance(stored.status, dict) else {}
-        spec = body.get("spec") if isinstance(body, dict) else None
-        if not isinstance(spec, dict):
-            raise StateError(f"environment {name} has no readable spec",
-                             "write it again with `lockstep rollout apply FILE`")
-        requested = (spec.get("requestRollout") if body.get("apiVersion") == V1ALPHA1
-                     else st.get("requestedRolloutHash"))
-        cond = up_to_date(st)
-        if not isinstance(requested, str) or requested in ("", NIL_UUID) \
-                or cond.get("reason") not in ("Applying", "ReadyToPromote"):
-            raise StateError(f"environment {name} has no rollout in progress "
-                             f"(condition {cond.get('reason', 'none')})",
-                             "see `lockstep rollout status NAME`")
-        body["spec"] = spec | {"forcePromote": requested}
-        try:
-            store.put(body, expected_rv=stored.resource_version)
-        except ConflictError:
-            continue
-        info(f"environment {name}: forcePromote set to {requested}")
-        return
-    raise StateError(f"environment {name} kept changing", "run the command again")
+    requested = force_promote(open_environment_store(ws_dir), name)
+    info(f"environment {name}: forcePromote set to {requested}")
 
 
 @app.command("history")
@@ -195,7 +156,9 @@ def history(name: NameArg, ws_dir: WorkspaceOpt = Path("."), json_out: JsonOpt =
     """Print an Environment's condition changes, oldest first."""
     from datetime import UTC, datetime
 
-    rows = open_store(ws_dir).history(name)
+    from lockstep.rollout.store import open_environment_store
+
+    rows = open_environment_store(ws_dir).history(name)
     if json_out:
         print_json(rows)
         return

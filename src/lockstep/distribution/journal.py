@@ -31,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 
+from lockstep import names
 from lockstep.errors import NotFoundError
 from lockstep.queue import schema as queue_schema
 from lockstep.queue.store import Store
@@ -183,3 +184,15 @@ def decode(r: dict[str, Any], found: list[Artifact]) -> dict[str, Any]:
     out["published_to"] = json.loads(r["published_to"]) if r["published_to"] else None
     out["artifacts"] = [a.to_dict() for a in found]
     return out
+
+
+def shown(store: Store, tag: str) -> dict[str, Any]:
+    """One distribution as `dist show --json` prints it (and the API serves it); NotFoundError
+    when none of `tag` is recorded."""
+    names.ref_name(tag, "tag")
+    with store.read() as c:
+        r = row(c, tag)
+        if r is None:
+            raise NotFoundError(f"no distribution of {tag!r} is recorded",
+                                "see `lockstep dist list`; `lockstep dist build TAG` builds one")
+        return decode(r, artifacts_of(c, tag))

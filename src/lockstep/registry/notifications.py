@@ -140,7 +140,7 @@ class NotificationServer:
                         clean(str(exc), 80))
             return
         for event in events:
-            repository = _pushed_manifest(event)
+            repository = pushed_manifest(event)
             if repository is None:
                 continue
             with self._lock:
@@ -158,7 +158,7 @@ class NotificationServer:
         return key.lower() if key and "/" not in key else None
 
 
-def _pushed_manifest(event: Any) -> str | None:
+def pushed_manifest(event: Any) -> str | None:
     """The repository of a manifest `push` event, else None (pulls, blobs, deletes …)."""
     if not isinstance(event, dict) or event.get("action") != "push":
         return None

@@ -70,7 +70,7 @@ def integration_tags(ws: Workspace) -> dict[str, str]:
     """Integration release tags (by the configured tag format) → commit, from the remote."""
     refs = git.ls_remote(ws.root, ws.remote, "refs/tags/*")
     fmt = ws.config.integration.tag_format
-    pattern = _tag_regex(fmt)
+    pattern = tag_regex(fmt)
     tags: dict[str, str] = {}
     for ref, sha in refs.items():
         name = ref.removeprefix("refs/tags/")
@@ -81,7 +81,7 @@ def integration_tags(ws: Workspace) -> dict[str, str]:
     return tags
 
 
-def _tag_regex(fmt: str) -> re.Pattern[str]:
+def tag_regex(fmt: str) -> re.Pattern[str]:
     """The tag format as a regex with named groups year, month, n."""
     out, pos = "", 0
     for m in re.finditer(r"\{(year|month|n)(?::[^}]*)?\}", fmt):
@@ -96,7 +96,7 @@ def newest_integration_tag(ws: Workspace) -> tuple[str, str]:
     if not tags:
         raise NotFoundError("the integration remote has no integration release tag yet",
                             "land a bump with `lockstep queue run`, or pass --manifest REF")
-    pattern = _tag_regex(ws.config.integration.tag_format)
+    pattern = tag_regex(ws.config.integration.tag_format)
 
     def key(name: str) -> tuple[int, int, int]:
         m = pattern.fullmatch(name)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from lockstep import imageref
+from lockstep import imageref, names
 from lockstep.errors import ValidationError
 
 GROUP = "lockstep.dev"
@@ -43,8 +43,6 @@ REASONS: tuple[str, ...] = ("Applying", "ReadyToPromote", "Promoting", "Applied"
                             "WaitingForApproval", "FailedDeploy", "RolloutTimeout")
 
 _DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-                            r"(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 HASH = re.compile(r"[0-9a-f]{64}")
 _DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d))+")
@@ -105,7 +103,7 @@ class ObjectMeta(_Strict):
     @field_validator("name", "namespace")
     @classmethod
     def _dns_subdomain(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value)):
+        if value is not None and not names.is_dns_subdomain(value):
             raise ValueError(f"{value!r} is not a DNS subdomain (lower-case letters, digits, "
                              f"'-' and '.', at most 253 characters)")
         return value
@@ -311,6 +309,13 @@ _HINTS = {
 _EXPECTED = {"string_type": "a string", "bool_type": "true or false", "int_type": "an integer",
              "dict_type": "a mapping", "model_type": "a mapping", "list_type": "a list",
              "model_attributes_type": "a mapping"}
+
+
+def up_to_date(status: object) -> dict[str, Any]:
+    """The `UpToDate` condition of a status (empty if there is none, or the status is garbled)."""
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    return next((c for c in conditions if isinstance(c, dict) and c.get("type") == UP_TO_DATE),
+                {}) if isinstance(conditions, list) else {}
 
 
 def validate(obj: object) -> None:

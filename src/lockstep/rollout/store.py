@@ -184,6 +184,14 @@ class EnvironmentStore:
                  "lastCompletedRolloutHash": r.completed_hash} for r in rows]
 
 
+def open_environment_store(ws_dir: Path) -> EnvironmentStore:
+    """The workspace's Environment store, `<workspace>/.lockstep/rollouts.db` (created on first
+    use), as the CLI and the server open it."""
+    from lockstep.rollout.controller import store_path  # the controller imports this module
+
+    return EnvironmentStore(store_path(ws_dir))
+
+
 def _body(obj: dict[str, Any]) -> dict[str, Any]:
     """What the object column holds: the object without status and server-side metadata."""
     body = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}

@@ -112,11 +112,11 @@ class ServerContext:
     def environments(self) -> EnvironmentStore:
         """The Environment store (`rollout status` reads the same file)."""
         if self._environments is None:
-            from lockstep.cli.rollout import open_store
+            from lockstep.rollout.store import open_environment_store
 
             with self._lock:
                 if self._environments is None:
-                    self._environments = open_store(self.ws_dir)
+                    self._environments = open_environment_store(self.ws_dir)
         return self._environments
 
     def dist_store(self) -> Store:

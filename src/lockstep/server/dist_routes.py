@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from lockstep.cli import dist as dist_cli
 from lockstep.distribution import journal
 from lockstep.server import models
 from lockstep.server.auth import require_read
@@ -29,5 +28,4 @@ def distribution(request: Request,
                  tag: Annotated[str, Path(max_length=200, examples=["v2026.11.3"])]
                  ) -> dict[str, Any]:
     """One distribution: artifacts, digests, where it was published (`dist show TAG --json`)."""
-    shown: dict[str, Any] = dist_cli._shown(ctx_of(request).dist_store(), tag)
-    return shown
+    return journal.shown(ctx_of(request).dist_store(), tag)

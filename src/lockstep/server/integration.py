@@ -17,7 +17,7 @@ def tags_newest_first(ws: Workspace) -> list[tuple[str, str]]:
     """(tag, commit) of every integration release on the remote, newest first (by the tag
     format's year, month and number, the order `release cut` picks the newest by)."""
     tags = release_plan.integration_tags(ws)
-    pattern = release_plan._tag_regex(ws.config.integration.tag_format)
+    pattern = release_plan.tag_regex(ws.config.integration.tag_format)
 
     def key(name: str) -> tuple[int, int, int]:
         m = pattern.fullmatch(name)

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from lockstep.cli import rollout as rollout_cli
-from lockstep.errors import LockstepError, ValidationError
-from lockstep.rollout.resource import _DNS_SUBDOMAIN
+from lockstep import names
+from lockstep.errors import LockstepError
+from lockstep.rollout.promote import force_promote
+from lockstep.rollout.resource import up_to_date
 from lockstep.rollout.store import Stored
 from lockstep.server import models
 from lockstep.server.auth import require_read, require_write
@@ -18,15 +19,6 @@ from lockstep.server.queue_routes import ERRORS, ctx_of
 router = APIRouter(prefix="/api/environments", tags=["environments"], responses=ERRORS)
 Name = Annotated[str, Path(description="The Environment's metadata.name.",
                            examples=["staging"], max_length=253)]
-
-
-def environment_name(name: str) -> str:
-    """A Kubernetes object name (a DNS subdomain), as `rollout apply` requires (422 if not)."""
-    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise ValidationError(f"invalid environment name {name!r}",
-                              "use lower-case letters, digits, '-' and '.', starting and "
-                              "ending alphanumeric")
-    return name
 
 
 def summary(stored: Stored) -> dict[str, Any]:
@@ -38,7 +30,7 @@ def summary(stored: Stored) -> dict[str, Any]:
     v1 = obj.get("apiVersion", "").endswith("/v1alpha1") if isinstance(obj, dict) else False
     requested = spec.get("requestRollout") if v1 else st.get("requestedRolloutHash")
     completed = st.get("lastCompletedRolloutRequest") if v1 else st.get("lastCompletedRolloutHash")
-    cond = rollout_cli.up_to_date(st)
+    cond = up_to_date(st)
     return {
         "name": stored.name,
         "apiVersion": obj.get("apiVersion") if isinstance(obj, dict) else None,
@@ -77,7 +69,7 @@ def environments(request: Request) -> list[dict[str, Any]]:
             dependencies=[Depends(require_read)])
 def environment(request: Request, name: Name) -> dict[str, Any]:
     """The whole object with its status, as `rollout status NAME --json` prints it."""
-    full: dict[str, Any] = ctx_of(request).environments().get(environment_name(name)).full()
+    full: dict[str, Any] = ctx_of(request).environments().get(names.environment_name(name)).full()
     return full
 
 
@@ -85,7 +77,7 @@ def environment(request: Request, name: Name) -> dict[str, Any]:
             dependencies=[Depends(require_read)])
 def history(request: Request, name: Name) -> list[dict[str, Any]]:
     """The condition changes, oldest first (`rollout history NAME --json`)."""
-    return ctx_of(request).environments().history(environment_name(name))
+    return ctx_of(request).environments().history(names.environment_name(name))
 
 
 @router.post("/{name}/promote", response_model=models.EnvironmentSummary,
@@ -94,6 +86,7 @@ def promote(request: Request, name: Name) -> dict[str, Any]:
     """Force-promote the rollout in progress (`rollout promote NAME --force`); 409 when none
     is in progress."""
     ctx = ctx_of(request)
-    rollout_cli.promote(environment_name(name), force=True, ws_dir=ctx.ws_dir)
+    name = names.environment_name(name)
+    force_promote(ctx.environments(), name)
     ctx.changed()
     return summary(ctx.environments().get(name))

@@ -117,7 +117,7 @@ def _manifest_pushes(body: bytes, content_type: str) -> list[dict[str, Any]]:
         return []
     out = []
     for event in events if isinstance(events, list) else []:
-        repository = notifications._pushed_manifest(event)
+        repository = notifications.pushed_manifest(event)
         if repository is not None:
             target = event.get("target") or {}
             tag = target.get("tag") if isinstance(target.get("tag"), str) else None
