@@ -7,6 +7,7 @@ Covers spec/release.md §4.2 and §7 and acceptance scenarios R4 and R5.
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import shlex
 import signal
@@ -560,6 +561,16 @@ def test_settings_from_config_resolve_secrets_and_fail_only_when_used(
     assert resolved.ca_file == tmp_path / "ca.pem" and resolved.missing is None
 
 
+def _open_for_writing(fifo: Path) -> int | None:
+    """The FIFO opened for writing, or None while nobody has it open for reading."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return None
+        raise
+
+
 def test_ctrl_c_lets_a_running_git_child_finish(tmp_path: Path) -> None:
     """SIGINT to lockstep (a terminal's Ctrl-C) does not reach the child, which runs in its
     own session, and lockstep waits for it before the interrupt propagates."""
@@ -577,8 +588,14 @@ def test_ctrl_c_lets_a_running_git_child_finish(tmp_path: Path) -> None:
     try:
         wait_for(started.exists, what="the child to start")
         proc.send_signal(signal.SIGINT)
-        # Non-blocking: if the interrupt had killed the child, nobody reads (ENXIO), no hang.
-        go = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        # Non-blocking: if the interrupt had killed the child, nobody ever reads (ENXIO until
+        # the deadline), no hang; a child that has not opened the FIFO yet gets the moment.
+        go = _open_for_writing(fifo)
+        deadline = time.monotonic() + 60
+        while go is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            go = _open_for_writing(fifo)
+        assert go is not None, "nobody reads the FIFO: the interrupt killed the child"
         os.write(go, b"go\n")
         os.close(go)
         _, err = proc.communicate(timeout=60)
