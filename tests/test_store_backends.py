@@ -415,8 +415,8 @@ def test_v1_store_migrates_on_both_backends(tmp_path: Path, url: str | None) -> 
             live = [i.id for i in store.items(c)]
             finished = [i.id for i in store.finished(c, 10)]
             migrated = store.last_event(c, "schema-migrated")
-        assert version == s.SCHEMA_VERSION == 2
-        assert migrated == {"from": 1, "to": 2, "deliveries_dropped": 1}
+        assert version == s.SCHEMA_VERSION == 3
+        assert migrated == {"from": 1, "to": 3, "deliveries_dropped": 1}
         assert [(r["state"], r["attempts"]) for r in by_id.values()] == [
             ("delivered", 2), ("failed", 5), ("dropped", 1)]
         assert "notifiers.1 by position" in by_id["d-pending"]["last_error"]
@@ -460,7 +460,7 @@ def test_concurrent_opens_of_a_new_postgres_database_create_one_schema(
     created once (an advisory lock), and no SQLite file appears."""
     stores = run_together(4, lambda _k: Store.open(tmp_path / "unused.db", url=postgres_url))
     with stores[0].read() as c:
-        assert c.execute(select(s.schema_info.c.version)).scalars().all() == [2]
+        assert c.execute(select(s.schema_info.c.version)).scalars().all() == [s.SCHEMA_VERSION]
         assert c.execute(select(s.queues.c.id)).scalars().all() == [1]
     for st in stores:
         st.close()

@@ -5,6 +5,8 @@ they are on SQLite.
 
 Version 2 binds outbox rows to a notifier's name (version 1 stored its list position) and adds
 the indexes that keep the live queue and the newest history cheap however long the history.
+Version 3 adds what the pipeline scheduler reads and writes: item positions and batches,
+candidates, the runs of candidates, runners, and the queue's pipeline counters.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy import (
 
 from lockstep.queue.model import TERMINAL, State
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The partial indexes below and the queries that use them must spell these lists identically
 # (as literals): that is how SQLite matches a query to a partial index.
 FINISHED_STATES = tuple(sorted(s.value for s in TERMINAL))
@@ -60,6 +62,13 @@ queues = Table(
     Column("landing_epoch", Integer, nullable=False, default=0),
     Column("landing_expires_at", Float),
     Column("lease_seq", Integer, nullable=False, default=0),
+    # Version 3: the pipeline scheduler's counters (QueueSnap); window NULL until first set.
+    Column("window", Integer),
+    Column("landed_count", Integer, nullable=False, default=0, server_default="0"),
+    Column("external_commits", Integer, nullable=False, default=0, server_default="0"),
+    Column("next_candidate", Integer, nullable=False, default=1, server_default="1"),
+    Column("next_group", Integer, nullable=False, default=1, server_default="1"),
+    Column("next_position", Integer, nullable=False, default=1, server_default="1"),
 )
 
 items = Table(
@@ -84,6 +93,11 @@ items = Table(
     Column("lease_expires_at", Float),
     Column("candidate", Text),  # JSON: base, tree, configurations, manifest text, old versions
     Column("outcome", Text),  # JSON: landed / rejection / skipped / cancelled details
+    # Version 3, the pipeline scheduler: place in the pipeline (kept on requeue), batch, and
+    # the id of the item's current candidate (a `candidates` row).
+    Column("position", Integer),
+    Column("group", Integer),
+    Column("candidate_id", _str(32)),
 )
 
 runs = Table(
@@ -167,6 +181,76 @@ Index("ix_outbox_state_id", outbox.c.state, outbox.c.id)
 Index("ix_outbox_item_seq", outbox.c.item_seq)
 Index("ix_events_kind", events.c.kind, events.c.id)  # the newest event of a kind
 Index("ix_events_item_seq", events.c.item_seq, events.c.id)  # one item's history
+
+# Version 3: the pipeline's front, in queue order, through partial indexes of live items: those
+# in the pipeline by position, then the waiting ones by priority descending, seq ascending.
+Index("ix_items_positioned", items.c.position,
+      sqlite_where=items.c.state.in_(LIVE_STATES) & items.c.position.isnot(None),
+      postgresql_where=items.c.state.in_(LIVE_STATES) & items.c.position.isnot(None))
+Index("ix_items_waiting", items.c.priority.desc(), items.c.seq,
+      sqlite_where=items.c.state.in_(LIVE_STATES) & items.c.position.is_(None),
+      postgresql_where=items.c.state.in_(LIVE_STATES) & items.c.position.is_(None))
+
+# Version 3: a tested tree (spec §3): the ordered items whose bumps it applies (assumed ones
+# first), the ones it decides on, and where it stands; a landed, discarded, rejected or split
+# candidate keeps its row (the lander reads tree, base and manifest of a landing one).
+candidates = Table(
+    "candidates",
+    metadata,
+    Column("id", _str(32), primary_key=True),
+    Column("queue_id", Integer, ForeignKey("queues.id"), nullable=False),
+    Column("items", Text, nullable=False),  # JSON list of item ids, assumed first
+    Column("own", Text, nullable=False),  # JSON list of item ids
+    Column("configurations", Text, nullable=False),  # JSON list
+    # testing, passed, failing (live); landing, landed, discarded, rejected, split (not)
+    Column("state", _str(16), nullable=False),
+    Column("base_landed", Integer, nullable=False),
+    Column("base_external", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("why", _str(32)),  # a discarded candidate: rebuilt, outside-window, …
+    Column("landing_order", Integer),  # a landing one: landed_count once it lands (lander order)
+    Column("failure", Text),  # JSON: pipeline.Failure
+    Column("tree", _str(40)),  # the worker fills these three once it built the tree
+    Column("base", _str(40)),
+    Column("manifest", Text),
+)
+Index("ix_candidates_state", candidates.c.state)
+
+# Version 3: one run of one stage for one configuration of a candidate, one try; `seq` is the
+# start order. The serial worker's `runs` (one per item attempt) stay as they are.
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", _str(160), nullable=False, unique=True),  # candidate/configuration/stage/try
+    Column("candidate_id", _str(32), ForeignKey("candidates.id"), nullable=False),
+    Column("configuration", _str(64), nullable=False),
+    Column("stage", Integer, nullable=False),  # index into the pipeline's stages
+    Column("attempt", Integer, nullable=False),
+    Column("state", _str(16), nullable=False),  # pipeline.RunState
+    Column("runner", _str(128)),
+    Column("exit_code", Integer),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("wasted", Integer, nullable=False, default=0),  # killed or discarded: runner time lost
+    Column("holder", _str(128)),  # the worker whose runner executes it
+    Column("lease_token", Integer),
+    Column("lease_expires_at", Float),
+    Column("log", Text),
+)
+Index("ix_pipeline_runs_candidate", pipeline_runs.c.candidate_id, pipeline_runs.c.seq)
+
+# Version 3: a runner slot of a worker and the run it executes (NULL: free); `seq` orders them.
+runners = Table(
+    "runners",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", _str(128), nullable=False, unique=True),
+    Column("worker", _str(128)),
+    Column("pool", _str(64)),
+    Column("run", _str(160)),
+)
 
 workers = Table(
     "workers",

@@ -32,6 +32,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal,
     select,
     text,
     update,
@@ -268,6 +269,13 @@ class Store:
     def _now_sql(self) -> ColumnElement[float]:
         """The database clock in Unix seconds, as SQL (PostgreSQL: the transaction's now())."""
         return cast(func.extract("epoch", func.now()), Float)
+
+    def now_sql(self) -> ColumnElement[float]:
+        """`clock` as SQL, to read it in a statement that runs anyway: the database's clock on
+        PostgreSQL, this machine's (a bound value) on SQLite."""
+        if self.is_postgres:
+            return self._now_sql()
+        return literal(time.time(), Float)
 
     def clock(self, c: Connection) -> float:
         """Now, in Unix seconds, by the clock lease times are compared with: the database's on
@@ -748,7 +756,8 @@ def _state_in(states: tuple[str, ...]) -> ColumnElement[bool]:
 
 
 def migrate(store: Store, c: Connection, version: int) -> None:
-    """Bring a store written by an older lockstep to SCHEMA_VERSION (inside the caller's tx).
+    """Bring a store written by an older lockstep to SCHEMA_VERSION (inside the caller's tx),
+    one version step after the other; one `schema-migrated` event records the whole upgrade.
 
     1 → 2: items record the integration head they were submitted against (NULL for older items,
     which then count from their first candidate's base). Outbox rows were bound to a notifier by
@@ -756,19 +765,50 @@ def migrate(store: Store, c: Connection, version: int) -> None:
     a reason (never sent to whichever notifier now has that position); delivered and failed rows
     keep their history, without a notifier. The items.state index gives way to the partial
     indexes of live and finished items.
+
+    2 → 3: the pipeline scheduler's columns and tables (see `_migrate_2_to_3`).
     """
-    assert version == 1, version
+    assert 1 <= version < s.SCHEMA_VERSION, version
+    dropped = 0
+    if version == 1:
+        dropped = _migrate_1_to_2(store, c)
+    _migrate_2_to_3(store, c)
+    s.metadata.create_all(c)
+    c.execute(update(s.schema_info).values(version=s.SCHEMA_VERSION))
+    store.add_event(c, None, "schema-migrated", {"from": version, "to": s.SCHEMA_VERSION,
+                                                 "deliveries_dropped": dropped})
+
+
+def _migrate_1_to_2(store: Store, c: Connection) -> int:
+    """Schema 1 → 2 (see `migrate`); returns how many pending deliveries were dropped."""
     dropped = _migrate_outbox_in_place(c) if store.is_postgres else _migrate_outbox_by_copy(c)
     column = "VARCHAR" if store.is_postgres else "VARCHAR(40)"
     c.execute(text(f"ALTER TABLE items ADD COLUMN submitted_base {column}"))
     c.execute(text("DROP INDEX IF EXISTS ix_items_state"))
     for table in (s.items, s.landings, s.events, s.outbox):
         for index in table.indexes:
+            if index.name != "ix_items_positioned" and index.name != "ix_items_waiting":
+                index.create(c, checkfirst=True)
+    return dropped
+
+
+def _migrate_2_to_3(store: Store, c: Connection) -> None:
+    """Schema 2 → 3: items gain position, group and candidate id (NULL: every existing item
+    waits, as the serial worker never placed one in the pipeline); the queue row gains the
+    pipeline's counters (window NULL: not chosen yet); the front's indexes; the candidates,
+    pipeline_runs and runners tables are created empty by the caller's create_all."""
+    short = "VARCHAR" if store.is_postgres else "VARCHAR(32)"
+    for table, column, kind in (
+            ("items", "position", "INTEGER"), ("items", '"group"', "INTEGER"),
+            ("items", "candidate_id", short), ("queues", '"window"', "INTEGER")):
+        c.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+    for column, start in (("landed_count", 0), ("external_commits", 0), ("next_candidate", 1),
+                          ("next_group", 1), ("next_position", 1)):
+        c.execute(text(f"ALTER TABLE queues ADD COLUMN {column} INTEGER NOT NULL "
+                       f"DEFAULT {start}"))
+    for index in s.items.indexes:
+        if index.name in ("ix_items_positioned", "ix_items_waiting"):
             index.create(c, checkfirst=True)
-    s.metadata.create_all(c)
-    c.execute(update(s.schema_info).values(version=s.SCHEMA_VERSION))
-    store.add_event(c, None, "schema-migrated", {"from": version, "to": s.SCHEMA_VERSION,
-                                                 "deliveries_dropped": dropped})
 
 
 def _dropped_reason(notifier: Any) -> str:

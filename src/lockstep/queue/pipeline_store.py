@@ -1,0 +1,528 @@
+"""The pipeline scheduler's side of the store: read the front of the queue as a `QueueSnap`, and
+record `decide`'s actions, inside the caller's write transaction (one scheduling round).
+
+`apply_decisions` mirrors `lockstep.sim.world.World.apply` action for action, so the simulator
+and a store driven by the same decisions hold the same item states; `finish_run` and
+`landed` mirror the world's run ends and landings (what runners and the lander report).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Integer,
+    bindparam,
+    insert,
+    select,
+    update,
+)
+
+from lockstep.queue import schema as s
+from lockstep.queue.model import TERMINAL, State, item_id
+from lockstep.queue.pipeline import (
+    Action,
+    CandidateSnap,
+    Decisions,
+    Discard,
+    DrainQueue,
+    Enter,
+    FailCandidate,
+    Failure,
+    ItemSnap,
+    Land,
+    PassCandidate,
+    PauseQueue,
+    PipelineSettings,
+    QueueSnap,
+    Reject,
+    ResumeQueue,
+    RunnerSnap,
+    RunSnap,
+    RunState,
+    SetWindow,
+    Split,
+    StartCandidate,
+    StartRun,
+    WindowKind,
+    WithdrawItem,
+)
+from lockstep.queue.store import QUEUE_ID, Store
+
+# Candidates `decide` sees (the world keeps only these); the others keep their rows for history.
+LIVE_CANDIDATES = (State.TESTING.value, State.PASSED.value, State.FAILING.value)
+FRONT_MARGIN = 16  # waiting items read beyond window × batch size (rejections during a pass)
+_STATES = {state.value: state for state in State}
+_RUN_STATES = {state.value: state for state in RunState}
+_i = s.items.c
+_r = s.pipeline_runs.c
+_k = s.candidates.c
+
+
+# --- statements, built once (building and cache-keying a statement costs more than running it)
+
+
+def _b(name: str) -> Any:
+    """A bound parameter (named apart from the columns, which SET clauses reserve)."""
+    return bindparam(f"b_{name}")
+
+
+def _live() -> Any:
+    """`state IN (live states)` spelt as the partial indexes spell it (literals)."""
+    return _i.state.in_(bindparam("live", list(s.LIVE_STATES), literal_execute=True))
+
+
+_QUEUE = select(s.queues).where(s.queues.c.id == QUEUE_ID)
+_RUNNERS = select(s.runners.c.id, s.runners.c.run, s.runners.c.pool, s.runners.c.worker
+                  ).order_by(s.runners.c.seq)
+_FRONT_COLUMNS = (_i.seq, _i.priority, _i.state, _i.component, _i.configurations,
+                  _i.submitted_at, _i.position, _i.group, _i.candidate_id)
+_POSITIONED = select(*_FRONT_COLUMNS).where(_live(), _i.position.isnot(None)
+                                            ).order_by(_i.position)
+_WAITING = select(*_FRONT_COLUMNS).where(_live(), _i.position.is_(None)).order_by(
+    _i.priority.desc(), _i.seq).limit(bindparam("b_limit", type_=Integer))
+_LIVE_CANDIDATES_AND_RUNS = select(
+    _k.id, _k["items"], _k.own, _k.configurations, _k.state, _k.base_landed, _k.base_external,
+    _k.started_at, _k.failure, _r.id, _r.configuration, _r.stage, _r.state, _r.attempt,
+    _r.runner, _r.exit_code, _r.ended_at,
+).select_from(s.candidates.outerjoin(s.pipeline_runs, _r.candidate_id == _k.id)).where(
+    _k.state.in_(bindparam("b_live", list(LIVE_CANDIDATES), literal_execute=True))
+).order_by(_k.id, _r.seq)
+_STATES_OF = select(_i.seq, _i.state).where(_i.seq.in_(bindparam("b_seqs", expanding=True)))
+_ROWS_OF = select(*_FRONT_COLUMNS).where(_i.seq.in_(bindparam("b_seqs", expanding=True)))
+_SET_QUEUE = update(s.queues).where(s.queues.c.id == QUEUE_ID)
+# A run's lease holder is its runner's worker, looked up by the insert itself.
+_ADD_RUN = insert(s.pipeline_runs).values(
+    holder=select(s.runners.c.worker).where(s.runners.c.id == _b("runner"))
+    .scalar_subquery())
+# Plain executemany INSERTs: psycopg pipelines them; with RETURNING, SQLAlchemy would send
+# multi-row INSERTs instead, whose text psycopg parses anew each time (measured slower).
+_ADD_CANDIDATE = insert(s.candidates)
+_EVENTS = insert(s.events)
+
+
+class _Bulk:
+    """An UPDATE of many rows of one table by key, as one executemany (psycopg pipelines it; a
+    per-round `UPDATE … FROM (VALUES …)` measured slower: it is compiled anew each time)."""
+
+    def __init__(self, table: Any, key: str, columns: tuple[str, ...],
+                 fixed: dict[str, Any] | None = None) -> None:
+        """Rows give `key` and `columns`; `fixed` values are set on every row."""
+        self.many = update(table).where(table.c[key] == _b(key)).values(
+            {**{table.c[name]: _b(name) for name in columns},
+             **{table.c[name]: value for name, value in (fixed or {}).items()}})
+
+    def run(self, c: Connection, rows: list[dict[str, Any]]) -> None:
+        """Write the rows (dicts by column name)."""
+        if rows:
+            c.execute(self.many, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+
+
+_SET_RUNNER = _Bulk(s.runners, "id", ("run", "pool"))
+_SET_ITEM = _Bulk(s.items, "seq", ("state", "candidate_id", "position", "group", "updated_at"))
+_SET_OUTCOME = _Bulk(s.items, "seq", ("outcome",))
+_SET_CANDIDATE = _Bulk(s.candidates, "id", ("state", "failure", "why", "ended_at",
+                                            "landing_order"))
+_KILL_RUN = _Bulk(s.pipeline_runs, "id", ("state", "ended_at"),
+                  {"wasted": 1, "lease_expires_at": None})
+_WASTE_RUN = _Bulk(s.pipeline_runs, "id", (), {"wasted": 1})
+
+
+def _seq(item: str) -> int:
+    """q12 → 12 (ids written by `decide`, which come from the store: no validation needed)."""
+    return int(item[1:])
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def front_limit(settings: PipelineSettings, window: int | None, runners: int) -> int:
+    """How many waiting items the snapshot needs: the largest window this round may reach, times
+    the batch size, plus a margin (snapshot.py: at least window × batch size)."""
+    if settings.window == WindowKind.AIMD:
+        reach = settings.aimd_max(runners)
+    else:
+        reach = max(window or 0, settings.initial_window(runners))
+    return reach * max(1, settings.batch_size) + FRONT_MARGIN
+
+
+def read_snapshot(store: Store, c: Connection, settings: PipelineSettings) -> QueueSnap:
+    """The queue's front as `decide` reads it: positioned items by position, then the waiting
+    ones by priority desc, seq asc (up to `front_limit`), live candidates with their runs, the
+    runners, and the state of every item a candidate names. Indexed reads only."""
+    q = c.execute(_QUEUE).one()._mapping
+    runners = tuple(RunnerSnap(rid, run, pool) for rid, run, pool, _ in c.execute(_RUNNERS))
+    limit = front_limit(settings, q["window"], len(runners))
+    items = [_item(row) for row in c.execute(_POSITIONED).all()]
+    items.extend(_item(row) for row in c.execute(_WAITING, {"b_limit": limit}).all())
+    states = {item.id: item.state for item in items}
+    candidates = _candidates(c)
+    named = {i for cand in candidates.values() for i in cand.items} - states.keys()
+    if named:
+        rows = c.execute(_STATES_OF, {"b_seqs": [_seq(i) for i in named]})
+        states.update((item_id(seq), _STATES[state]) for seq, state in rows)
+    return QueueSnap(
+        settings=settings, items=items, candidates=candidates, runners=runners, states=states,
+        landed_count=q["landed_count"], external_commits=q["external_commits"],
+        window=q["window"], paused=bool(q["paused"]), paused_reason=q["paused_reason"],
+        draining=bool(q["draining"]), infra_streak=q["infra_streak"],
+        next_candidate=q["next_candidate"], next_group=q["next_group"],
+        next_position=q["next_position"])
+
+
+def _item(row: Any) -> ItemSnap:
+    """An item row of the front, decoded."""
+    seq, priority, state, component, configurations, submitted_at, position, group, cand = row
+    return ItemSnap(f"q{seq}", seq, priority, _STATES[state], component,
+                    _configurations(configurations), submitted_at, position, group, cand)
+
+
+@functools.lru_cache(maxsize=256)
+def _configurations(text: str) -> tuple[str, ...]:
+    """A configurations column decoded (few distinct values: decoded once each)."""
+    return tuple(json.loads(text))
+
+
+def _candidates(c: Connection) -> dict[str, CandidateSnap]:
+    """The live candidates in creation order, each with its runs in start order (one query:
+    the candidates joined to their runs)."""
+    rows: dict[str, Any] = {}
+    runs: dict[str, list[RunSnap]] = {}
+    for row in c.execute(_LIVE_CANDIDATES_AND_RUNS).all():
+        cid = row[0]
+        if cid not in rows:
+            rows[cid] = row
+            runs[cid] = []
+        rid, configuration, stage, state, attempt, runner, code, ended = row[9:]
+        if rid is not None:
+            runs[cid].append(RunSnap(rid, configuration, stage, _RUN_STATES[state], attempt,
+                                     runner, code, ended))
+    found: dict[str, CandidateSnap] = {}
+    for cid in sorted(rows, key=lambda k: int(k[1:])):
+        _, items, own, configurations, state, base_landed, base_external, started, failure = \
+            rows[cid][:9]
+        found[cid] = CandidateSnap(
+            cid, tuple(json.loads(items)), tuple(json.loads(own)),
+            _configurations(configurations), _STATES[state], base_landed, base_external,
+            started, tuple(runs[cid]), Failure(**json.loads(failure)) if failure else None)
+    return found
+
+
+# --- applying ----------------------------------------------------------------------------------
+
+
+def apply_decisions(store: Store, c: Connection, snap: QueueSnap,
+                    decisions: Decisions | Sequence[Action], now: float) -> None:
+    """Record the actions `decide` returned for `snap` (read in this same transaction) as the
+    simulator's world applies them, one by one in memory, then write the rows that changed:
+    one executemany per table whatever the number of actions, the queue row once."""
+    actions = decisions.actions if isinstance(decisions, Decisions) else decisions
+    if not actions:
+        return
+    applier = _Applier(c, snap, now)
+    for action in actions:
+        applier.apply(action)
+    applier.write(store)
+
+
+class _Applier:
+    """The rows one round changes, kept in memory as the world keeps its own, then written."""
+
+    def __init__(self, c: Connection, snap: QueueSnap, now: float) -> None:
+        """Start from the round's snapshot at `now`."""
+        self.c, self.snap, self.now = c, snap, now
+        self.wall = time.time()
+        self.queue: dict[str, Any] = {
+            "window": snap.window, "landed_count": snap.landed_count,
+            "infra_streak": snap.infra_streak, "next_candidate": snap.next_candidate,
+            "next_group": snap.next_group, "next_position": snap.next_position,
+            "paused": int(snap.paused), "draining": int(snap.draining),
+            "paused_reason": snap.paused_reason}
+        self.start_queue = dict(self.queue)
+        self.front: dict[str, ItemSnap] | None = None  # snap.items by id, built on first use
+        self.items: dict[str, dict[str, Any]] = {}  # touched items: state, candidate, …
+        self.outcomes: dict[str, str] = {}
+        self.cands: dict[str, dict[str, Any]] = {}  # touched candidates (new ones: "new")
+        self.runs: dict[str, dict[str, Any]] = {}  # started or changed runs
+        self.runners = {r.id: (r.run, r.pool) for r in snap.runners}
+        self.start_runners = dict(self.runners)
+        self.started: list[str] = []  # runs started, in order
+        self.events: list[dict[str, Any]] = []
+
+    def apply(self, action: Action) -> None:
+        """Apply one action in memory (mirrors World.apply)."""
+        if type(action) is StartRun:
+            self._start_run(action)
+        elif isinstance(action, StartCandidate):
+            self.cands[action.candidate] = {
+                "new": True, "id": action.candidate, "items": action.items, "own": action.own,
+                "configurations": action.configurations, "state": State.TESTING.value,
+                "base_landed": action.base_landed, "base_external": action.base_external,
+                "started_at": self.now, "failure": None, "why": None, "ended_at": None,
+                "landing_order": None, "runs": []}
+            self.queue["next_candidate"] = max(self.queue["next_candidate"],
+                                               int(action.candidate[1:]) + 1)
+            for item in action.own:
+                self._set(item, State.TESTING, candidate=action.candidate)
+        elif isinstance(action, Enter):
+            for k, item in enumerate(action.items):
+                self._set(item, None, position=action.first_position + k, group=action.group)
+            self.queue["next_position"] = action.first_position + len(action.items)
+            if action.group is not None:
+                self.queue["next_group"] = max(self.queue["next_group"], action.group + 1)
+        elif isinstance(action, Discard):
+            cand = self._cand(action.candidate)
+            self._kill(cand)
+            for run in cand["runs"]:
+                self._run(run)["wasted"] = 1
+            cand.update(state="discarded", why=action.why, ended_at=self.now)
+            for item in cand["own"]:
+                if self._state(item) not in TERMINAL:
+                    self._set(item, State.QUEUED, candidate=None)
+        elif isinstance(action, PassCandidate):
+            cand = self._cand(action.candidate)
+            cand["state"] = State.PASSED.value
+            for item in cand["own"]:
+                self._set(item, State.PASSED)
+        elif isinstance(action, FailCandidate):
+            cand = self._cand(action.candidate)
+            self._kill(cand)
+            cand.update(state=State.FAILING.value,
+                        failure=json.dumps(asdict(action.failure), sort_keys=True))
+            for item in cand["own"]:
+                self._set(item, State.FAILING)
+        elif isinstance(action, Land):
+            self.queue["landed_count"] += len(action.items)
+            self.queue["infra_streak"] = 0
+            self._cand(action.candidate).update(state=State.LANDING.value,
+                                                landing_order=self.queue["landed_count"])
+            for item in action.items:
+                self._set(item, State.LANDING)
+        elif isinstance(action, Reject):
+            self._reject(action)
+        elif isinstance(action, Split):
+            self._cand(action.candidate).update(state="split", ended_at=self.now)
+            for group, items in action.parts:
+                self.queue["next_group"] = max(self.queue["next_group"], group + 1)
+                for item in items:
+                    self._set(item, State.QUEUED, candidate=None, group=group)
+        elif isinstance(action, WithdrawItem):
+            self._set(action.item, State.CANCELLED)
+            self.outcomes[action.item] = json.dumps({"cancelled": True})
+        elif isinstance(action, SetWindow):
+            self.queue["window"] = action.window
+        elif isinstance(action, PauseQueue):
+            self.queue.update(paused=1, draining=0, paused_reason=action.reason)
+            self._event(None, "paused", {"reason": action.reason})
+        elif isinstance(action, DrainQueue):
+            self.queue["draining"] = 1
+        elif isinstance(action, ResumeQueue):
+            self.queue.update(paused=0, draining=0, paused_reason=None)
+
+    def _start_run(self, action: StartRun) -> None:
+        """The runner executes a new run of the candidate."""
+        run = {"id": action.run, "candidate_id": action.candidate,
+               "configuration": action.configuration, "stage": action.stage,
+               "attempt": action.attempt, "state": RunState.RUNNING.value,
+               "runner": action.runner, "exit_code": None, "started_at": self.now,
+               "ended_at": None, "wasted": 0, "log": None, "new": True}
+        self.runs[action.run] = run
+        self.started.append(action.run)
+        self._cand(action.candidate)["runs"].append(action.run)
+        self.runners[action.runner] = (action.run, self.snap.settings.stages[action.stage].pool)
+
+    def _reject(self, action: Reject) -> None:
+        """The item is rejected; its candidate is closed once all its own items are final."""
+        self._set(action.item, State.REJECTED)
+        failure = asdict(action.failure) if action.failure else None
+        self.outcomes[action.item] = json.dumps(
+            {"rejected": action.kind, "candidate": action.candidate, "failure": failure},
+            sort_keys=True)
+        known = action.candidate in self.cands or action.candidate in self.snap.candidates
+        cand = self._cand(action.candidate) if action.candidate and known else None
+        if cand is not None and cand["state"] in LIVE_CANDIDATES and all(
+                self._state(i) in TERMINAL for i in cand["own"]):
+            cand.update(state=State.REJECTED.value, ended_at=self.now)
+        streak = self.queue["infra_streak"]
+        self.queue["infra_streak"] = streak + 1 if action.kind == "infrastructure" else 0
+
+    # --- the in-memory rows --------------------------------------------------------------------
+
+    def _cand(self, candidate: str) -> dict[str, Any]:
+        """A candidate's row, from the snapshot (live ones) on first touch."""
+        found = self.cands.get(candidate)
+        if found is None:
+            snap = self.snap.candidates[candidate]
+            found = self.cands[candidate] = {
+                "new": False, "id": candidate, "own": snap.own, "state": snap.state.value,
+                "failure": json.dumps(asdict(snap.failure), sort_keys=True)
+                if snap.failure else None, "why": None, "ended_at": None,
+                "landing_order": None, "runs": [r.id for r in snap.runs],
+                "running": {r.id: r.runner for r in snap.runs if r.state == RunState.RUNNING}}
+        return found
+
+    def _run(self, run: str) -> dict[str, Any]:
+        """A run's changing columns (a started run's whole row)."""
+        found = self.runs.get(run)
+        if found is None:
+            found = self.runs[run] = {"id": run, "state": None, "ended_at": None, "wasted": 0,
+                                      "new": False}
+        return found
+
+    def _kill(self, cand: dict[str, Any]) -> None:
+        """Kill the candidate's runs in flight (wasted) and free their runners."""
+        running: dict[str, str | None] = dict(cand.get("running", {}))
+        running.update((r, self.runs[r]["runner"]) for r in cand["runs"]
+                       if r in self.runs and self.runs[r].get("new"))
+        for run_id, runner in running.items():
+            run = self._run(run_id)
+            if run["state"] not in (None, RunState.RUNNING.value):
+                continue
+            run.update(state=RunState.KILLED.value, ended_at=self.now, wasted=1)
+            if runner is not None:
+                self.runners[runner] = (None, None)
+        cand["running"] = {}
+
+    def _state(self, item: str) -> State:
+        """An item's state now: as changed by this round, else as read."""
+        row = self.items.get(item)
+        if row is not None:
+            return State(row["state"])
+        if item in self.snap.states:
+            return self.snap.states[item]
+        return State(self._row(item)["state"])
+
+    def _row(self, item: str) -> dict[str, Any]:
+        """An item's row, from the snapshot's front (or the store) on first touch."""
+        row = self.items.get(item)
+        if row is not None:
+            return row
+        if self.front is None:
+            self.front = {i.id: i for i in self.snap.items}
+        snap = self.front.get(item)
+        if snap is None:  # not in the front: `decide` never names one, but be exact
+            snap = _item(self.c.execute(_ROWS_OF, {"b_seqs": [_seq(item)]}).one())
+        row = self.items[item] = {"state": snap.state.value, "candidate": snap.candidate,
+                                  "position": snap.position, "group": snap.group,
+                                  "was": snap.state.value}
+        return row
+
+    def _set(self, item: str, state: State | None, **changes: Any) -> None:
+        """Change an item's row (and log its new state)."""
+        row = self._row(item)
+        row.update(changes)
+        if state is not None:
+            row["state"] = state.value
+            detail = {k: v for k, v in changes.items() if k in ("candidate", "group")}
+            self._event(_seq(item), state.value, detail)
+
+    def _event(self, seq: int | None, kind: str, detail: dict[str, Any]) -> None:
+        """An event row for the log."""
+        self.events.append({"at": self.wall, "item_seq": seq, "kind": kind,
+                            "detail": json.dumps(detail, sort_keys=True)})
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def write(self, store: Store) -> None:
+        """Write every changed row: queue (and the run leases' tokens), candidates, runs,
+        items, runners, events."""
+        c = self.c
+        changed = {k: v for k, v in self.queue.items() if v != self.start_queue[k]}
+        if self.started:  # one lease token per run, and the clock, in the queue row's update
+            last, clock = c.execute(_SET_QUEUE.values(
+                lease_seq=s.queues.c.lease_seq + len(self.started), **changed)
+                .returning(s.queues.c.lease_seq, store.now_sql())).one()
+            expires = float(clock) + store.lease_ttl
+            for k, run_id in enumerate(self.started):
+                run = self.runs[run_id]
+                running = run["state"] == RunState.RUNNING.value
+                run.update(lease_token=last - len(self.started) + 1 + k,
+                           lease_expires_at=expires if running else None)
+        elif changed:
+            c.execute(_SET_QUEUE.values(**changed))
+        new = [row for row in self.cands.values() if row["new"]]
+        if new:
+            c.execute(_ADD_CANDIDATE, [{
+                "id": r["id"], "queue_id": QUEUE_ID, "items": json.dumps(list(r["items"])),
+                "own": json.dumps(list(r["own"])),
+                "configurations": json.dumps(list(r["configurations"])), "state": r["state"],
+                "base_landed": r["base_landed"], "base_external": r["base_external"],
+                "started_at": r["started_at"], "failure": r["failure"], "why": r["why"],
+                "ended_at": r["ended_at"], "landing_order": r["landing_order"]} for r in new])
+        _SET_CANDIDATE.run(c, [{
+            "id": r["id"], "state": r["state"], "failure": r["failure"], "why": r["why"],
+            "ended_at": r["ended_at"], "landing_order": r["landing_order"]}
+            for r in self.cands.values() if not r["new"]])
+        if self.started:
+            c.execute(_ADD_RUN, [{**{k: v for k, v in self.runs[r].items() if k != "new"},
+                                  "b_runner": self.runs[r]["runner"]} for r in self.started])
+        _KILL_RUN.run(c, [{"id": r["id"], "state": r["state"], "ended_at": r["ended_at"]}
+                          for r in self.runs.values() if not r["new"] and r["state"] is not None])
+        _WASTE_RUN.run(c, [{"id": r["id"]} for r in self.runs.values()
+                           if not r["new"] and r["state"] is None])
+        _SET_ITEM.run(c, [{
+            "seq": _seq(item), "state": row["state"], "candidate_id": row["candidate"],
+            "position": row["position"], "group": row["group"], "updated_at": self.wall}
+            for item, row in self.items.items()])
+        _SET_OUTCOME.run(c, [{"seq": _seq(item), "outcome": outcome}
+                             for item, outcome in self.outcomes.items()])
+        _SET_RUNNER.run(c, [{"id": rid, "run": run, "pool": pool}
+                            for rid, (run, pool) in self.runners.items()
+                            if (run, pool) != self.start_runners[rid]])
+        if self.events:
+            c.execute(_EVENTS, self.events)
+
+
+# --- what runners, the lander and the worker report --------------------------------------------
+
+
+def finish_run(c: Connection, run: str, state: RunState, exit_code: int | None,
+               now: float) -> bool:
+    """A run's process exited: record its result and free its runner (mirrors World.run_ended;
+    a run no longer running, killed by a round, is left as it is). False when ignored."""
+    done = c.execute(update(s.pipeline_runs)
+                     .where(_r.id == run, _r.state == RunState.RUNNING.value)
+                     .values(state=state.value, exit_code=exit_code, ended_at=now,
+                             lease_expires_at=None)).rowcount
+    if done:
+        c.execute(update(s.runners).where(s.runners.c.run == run).values(run=None, pool=None))
+    return bool(done)
+
+
+def landed(store: Store, c: Connection, candidate: str, now: float) -> list[str]:
+    """The lander put a landing candidate's items on the remote: they are `landed` (mirrors
+    World.landing_done); returns them."""
+    row = c.execute(select(_k.own, _k.state).where(_k.id == candidate)).one()
+    if row.state != State.LANDING.value:
+        return []
+    seqs = [_seq(i) for i in json.loads(row.own)]
+    rows = c.execute(select(_i.seq).where(_i.seq.in_(seqs),
+                                          _i.state == State.LANDING.value)).scalars().all()
+    wall = time.time()
+    c.execute(update(s.items).where(_i.seq.in_(rows)).values(
+        state=State.LANDED.value, updated_at=wall))
+    c.execute(update(s.candidates).where(_k.id == candidate).values(
+        state=State.LANDED.value, ended_at=now))
+    if rows:
+        c.execute(insert(s.events), [{"at": wall, "item_seq": seq, "kind": State.LANDED.value,
+                                      "detail": json.dumps({"candidate": candidate})}
+                                     for seq in rows])
+    return [item_id(seq) for seq in sorted(rows)]
+
+
+def landing_candidates(c: Connection) -> list[str]:
+    """Candidates handed to the lander and not landed yet, in the order they must land."""
+    return list(c.execute(select(_k.id).where(_k.state == State.LANDING.value)
+                          .order_by(_k.landing_order)).scalars())
+
+
+def add_runner(c: Connection, runner: str, worker: str | None = None,
+               pool: str | None = None) -> None:
+    """Register a runner slot (free)."""
+    c.execute(insert(s.runners).values(id=runner, worker=worker, pool=pool, run=None))
