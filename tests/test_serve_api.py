@@ -325,3 +325,15 @@ def test_registry_notifications_without_a_release_wait(world: World) -> None:
     assert [(e["registry"], e["repository"], e["tag"]) for e in events] == [
         ("reg.example:5000", "team/app", "1.0")]
     assert events[0]["relayed"].startswith("not relayed")
+
+
+def test_the_overview_shows_each_release_distribution(world: World) -> None:
+    """The page's document names each shown release's recorded distribution, as `dist list`."""
+    overview = world.api.get("/api/overview").json()
+    tags = [r["tag"] for r in overview["releases"]["releases"]]
+    assert "v2026.11.1" in tags
+    listed = {d["tag"]: d for d in world.cli_json("dist", "list")}
+    assert overview["distributions"] == {
+        tag: {"state": d["state"], "artifacts": len(d["artifacts"]), "error": d["error"],
+              "published_to": d["published_to"]} for tag, d in listed.items() if tag in tags}
+    assert overview["distributions"]["v2026.11.1"]["state"] == "published"

@@ -57,6 +57,24 @@ async def overview(request: Request,
     return await snapshot_response(ctx, key, lambda: _overview(request, recent, releases))
 
 
+def _distributions(ctx: Any, shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The recorded distribution of each release shown (state, artifacts, error), by tag."""
+    from lockstep.distribution import journal
+
+    if not shown:
+        return {}
+    store = ctx.dist_store()
+    out: dict[str, dict[str, Any]] = {}
+    with store.read() as c:
+        for release in shown:
+            row = journal.row(c, release["tag"])
+            if row is not None:
+                d = journal.decode(row, journal.artifacts_of(c, row["tag"]))
+                out[row["tag"]] = {"state": d["state"], "artifacts": len(d["artifacts"]),
+                                   "error": d["error"], "published_to": d["published_to"]}
+    return out
+
+
 def _overview(request: Request, recent: int, releases: int) -> dict[str, Any]:
     ctx = ctx_of(request)
     ws = ctx.workspace()
@@ -69,6 +87,7 @@ def _overview(request: Request, recent: int, releases: int) -> dict[str, Any]:
                                      lambda: integration.recent(ws, releases))
     except LockstepError as exc:
         out["releases"] = {"releases": [], "total": 0, "error": exc.one_line()}
+    out["distributions"] = _distributions(ctx, out["releases"].get("releases", []))
     try:
         out["environments"] = all_summaries(request)
     except LockstepError as exc:

@@ -124,8 +124,18 @@ function drawReleases(data) {
     el("div", { class: "title" }, el("strong", {}, r.tag), el("code", { class: "muted" }, short(r.commit))),
     el("ul", { class: "changes" }, r.changes.map((c) => el("li", {},
       c.component + " " + (c.old ? c.old.version : "(none)") + " → "
-      + (c.new ? c.new.version : "(removed)") + " [" + c.configuration + "]")))))
+      + (c.new ? c.new.version : "(removed)") + " [" + c.configuration + "]"))),
+    distLine((data.distributions || {})[r.tag])))
     : [el("li", { class: "muted" }, "no integration release yet")]);
+}
+
+function distLine(d) {
+  if (!d) return null;
+  const text = "distribution " + d.state
+    + (d.state === "published" ? " (" + d.artifacts + " artifact" + (d.artifacts === 1 ? "" : "s") + ")" : "")
+    + (d.error ? ": " + d.error : "");
+  return el("div", { class: "dist " + (d.state === "failed" ? "error" : "muted"),
+    "data-dist-state": d.state }, text);
 }
 
 function drawEnvironments(data) {
