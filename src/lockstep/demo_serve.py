@@ -81,14 +81,5 @@ class StatusPage:
             pass
 
 
-def free_port(host: str) -> int:
-    """A port nobody listens on at host now (for --port 0, so the URL can be printed)."""
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _interrupt(_sig: int, _frame: object) -> None:
     raise KeyboardInterrupt

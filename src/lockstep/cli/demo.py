@@ -31,7 +31,8 @@ def demo(
     if not serve:
         say(run_demo(directory, log=say))
         return
-    from lockstep.demo_serve import StatusPage, free_port
+    from lockstep.demo_serve import StatusPage
+    from lockstep.server.ports import free_port
 
     check_listen(host, port)
     page: StatusPage | None = None

@@ -8,6 +8,7 @@ from pathlib import Path
 from lockstep.errors import UsageError
 from lockstep.server.access_log import log_config
 from lockstep.server.app import create_app
+from lockstep.server.ports import free_port
 from lockstep.server.settings import ServeSettings, read_secrets
 from lockstep.transport.urls import is_loopback
 
@@ -22,7 +23,7 @@ def serve(ws_dir: Path, host: str, port: int, settings: ServeSettings) -> None:
                          f"{host}:{port} (set reads = \"token\" to require the token)\n")
     app = create_app(ws_dir, settings, secrets)
     if port == 0:
-        port = _free_port(host)
+        port = free_port(host)
     writes = "enabled" if secrets.token else f"disabled (${settings.token_env} unset)"
     hooks = "enabled" if secrets.submissions else \
         f"disabled (${settings.submissions_secret_env} unset)"
@@ -35,13 +36,3 @@ def serve(ws_dir: Path, host: str, port: int, settings: ServeSettings) -> None:
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                          "pick another --port or --host") from None
-
-
-def _free_port(host: str) -> int:
-    """A port nobody listens on now at `host`, so the startup line can name it."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
