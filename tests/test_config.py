@@ -332,13 +332,30 @@ ERRORS = {
         "integration.tag_format",
         "only {year}, {month} and {n} may appear",
     ),
-    "queue-mode": ("[queue]\nmode = 'batch'\n", "queue.mode", "'serial'"),
+    "queue-mode": ("[queue]\nmode = 'turbo'\n", "queue.mode", "'serial', 'speculative' or 'batch'"),
+    "queue-knob-of-other-mode": ("[queue]\nmode = 'speculative'\nbatch_size = 4\n", "queue",
+                                 "batch_size has no effect in mode 'speculative'"),
+    "queue-knob-in-serial": ("[queue]\nrunners = 4\n", "queue",
+                             "runners has no effect in mode \"serial\""),
+    "queue-fixed-without-depth": ("[queue]\nmode = 'speculative'\nwindow = 'fixed'\n", "queue",
+                                  "needs window_fixed"),
+    "queue-depth-without-fixed": ("[queue]\nmode = 'speculative'\nwindow_fixed = 3\n",
+                                  "queue", "window_fixed needs window = \"fixed\""),
+    "queue-bisect-one": ("[queue]\nmode = 'batch'\nbisect_ways = 1\n", "queue.bisect_ways",
+                         "must be 2 or more"),
+    "queue-empty-pool": ("[queue]\nmode = 'speculative'\npools = {hw = 0}\n", "queue.pools",
+                         "needs at least 1 runner"),
+    "queue-zero-runners": ("[queue]\nmode = 'speculative'\nrunners = 0\n", "queue.runners",
+                           "greater than or equal to 1"),
+    "stage-unknown-pool": ("[queue]\nmode = 'speculative'\npools = {hw = 1}\n[[stages]]\n"
+                           "name = 's'\ncommand = ['true']\ntimeout = 5\npool = 'gpu'\n",
+                           "stages.0.pool", "pool 'gpu' is not declared"),
     "queue-negative-recoveries": ("[queue]\nmax_recoveries = -1\n", "queue.max_recoveries",
                                   "greater than or equal to 0"),
     "queue-zero-lease": ("[queue]\nlease_ttl = 0\n", "queue.lease_ttl", "greater than 0"),
     "queue-zero-infra-pause": ("[queue]\ninfra_pause_after = 0\n", "queue.infra_pause_after",
                                "greater than or equal to 1"),
-    "unknown-queue-key": ("[queue]\nwindow = 4\n", "queue.window", "unknown key"),
+    "unknown-queue-key": ("[queue]\nwindw = 4\n", "queue.windw", "unknown key"),
     "identity-not-a-table": ("identity = 'bot'\n", "identity", "valid dictionary"),
     "ext-url": (
         "[components.alpha]\nurl = 'ext::sh -c touch% /tmp/pwned'\n",
@@ -435,7 +452,7 @@ def test_webhook_without_any_secret_is_refused() -> None:
 
 
 def test_several_problems_report_the_first_and_a_count() -> None:
-    err = parse_error("[queue]\nmode = 'batch'\nlease_ttl = 0\nkill_grace = -1\n")
+    err = parse_error("[queue]\nmode = 'turbo'\nlease_ttl = 0\nkill_grace = -1\n")
     assert err.message.startswith("lockstep.toml: queue.mode: ")
     assert err.message.endswith("(+2 more)")
 

@@ -174,7 +174,13 @@ class Stage(_Model):
     retries: int = Field(default=2, ge=0, le=10)
     infra_exit_code: int = Field(default=75, ge=1, le=255)
     configurations: list[str] | None = None
+    pool: str | None = None
     pass_env: list[str] = Field(default_factory=list)
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, v: str | None) -> str | None:
+        return None if v is None else names.pool_name(v)
 
     @field_validator("name")
     @classmethod
@@ -289,7 +295,19 @@ NOTIFIER_EVENTS = {"rejected", "landed", "skipped", "cancelled", "distribution-f
 class QueueSettings(_Model):
     """Queue discipline and recovery knobs (spec/queue.md §3, §8)."""
 
-    mode: Literal["serial"] = "serial"
+    mode: Literal["serial", "speculative", "batch"] = "serial"
+    runners: int = Field(default=1, ge=1, le=256)
+    window: Literal["runners", "fixed", "aimd"] = "runners"
+    window_fixed: int | None = Field(default=None, ge=1)
+    window_start: int | None = Field(default=None, ge=1)
+    window_floor: int = Field(default=3, ge=1)
+    window_max: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    batch_max_wait: float = Field(default=60.0, ge=0)
+    bisect_ways: int | Literal["auto"] = "auto"
+    item_timeout: float | None = Field(default=None, gt=0)
+    flake_retries: int = Field(default=0, ge=0, le=10)
+    pools: dict[str, int] = Field(default_factory=dict)
     max_recoveries: int = Field(default=3, ge=0)
     infra_pause_after: int = Field(default=3, ge=1)
     lease_ttl: float = Field(default=60.0, gt=0)
@@ -303,6 +321,55 @@ class QueueSettings(_Model):
     @classmethod
     def _pass_env(cls, v: list[str]) -> list[str]:
         return _pass_env(v)
+
+    @field_validator("bisect_ways")
+    @classmethod
+    def _ways(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 2:
+            raise ValueError("must be 2 or more (a split makes at least two parts), or \"auto\"")
+        return v
+
+    @field_validator("pools")
+    @classmethod
+    def _pools(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, size in v.items():
+            names.pool_name(name)
+            if size < 1:
+                raise ValueError(f"pool {name!r} has size {size}: a pool needs at least 1 runner, "
+                                 "or its stages could never run")
+        return v
+
+    @model_validator(mode="after")
+    def _knobs_of_mode(self) -> QueueSettings:
+        # A knob that the chosen mode ignores is an error, not a quiet no-op: whoever set it
+        # believes the queue behaves differently.
+        set_ = self.model_fields_set
+        if self.mode == "serial":
+            stray = sorted(set_ & {"runners", "window", "window_fixed", "window_start",
+                                   "window_max", "window_floor", "batch_size",
+                                   "batch_max_wait", "bisect_ways", "pools",
+                                   "flake_retries", "item_timeout"})
+            if stray:
+                raise ValueError(f"{stray[0]} has no effect in mode \"serial\"; set mode = "
+                                 "\"speculative\" or \"batch\", or remove it")
+        if self.mode != "batch":
+            stray = sorted(set_ & {"batch_size", "batch_max_wait", "bisect_ways"})
+            if stray:
+                raise ValueError(f"{stray[0]} has no effect in mode {self.mode!r}; set mode = "
+                                 "\"batch\", or remove it")
+        if self.window_fixed is not None and self.window != "fixed":
+            raise ValueError("window_fixed needs window = \"fixed\"")
+        if self.window != "aimd":
+            stray = sorted(set_ & {"window_start", "window_max", "window_floor"})
+            if stray:
+                raise ValueError(f"{stray[0]} needs window = \"aimd\"")
+        if self.window == "fixed" and self.window_fixed is None:
+            raise ValueError("window = \"fixed\" needs window_fixed (the number of items "
+                             "tested at once)")
+        if self.window_max is not None and self.window_max < self.window_floor:
+            raise ValueError(f"window_max ({self.window_max}) is below window_floor "
+                             f"({self.window_floor})")
+        return self
 
 
 class StoreSettings(_Model):
@@ -338,6 +405,11 @@ class Config(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         # Cross-field checks: the message starts with the key path (parse() keeps it as is).
+        for i, stage in enumerate(self.stages):
+            if stage.pool is not None and stage.pool not in self.queue.pools:
+                known = ", ".join(sorted(self.queue.pools)) or "none"
+                raise ValueError(f"stages.{i}.pool: pool {stage.pool!r} is not declared in "
+                                 f"[queue.pools] (declared: {known})")
         for name, comp in self.components.items():
             try:
                 names.component_name(name)

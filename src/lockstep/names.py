@@ -42,6 +42,11 @@ def stage_name(name: str) -> str:
     return _simple_name(name, "stage name")
 
 
+def pool_name(name: str) -> str:
+    """A runner pool's name (`[queue.pools]`, a stage's `pool`): same alphabet as stage names."""
+    return _simple_name(name, "pool name")
+
+
 def notifier_name(name: str) -> str:
     """A notifier name: same alphabet as component names; it binds pending deliveries."""
     return _simple_name(name, "notifier name")

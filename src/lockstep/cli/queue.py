@@ -65,6 +65,7 @@ def run(
     """Run a worker: test items through the stages and land the ones that pass."""
     from lockstep import faults
     from lockstep.queue import operations as ops
+    from lockstep.queue.pipeline_worker import check_mode
     from lockstep.queue.worker import RunMode, Worker
 
     if test_crash_at is not None:
@@ -79,6 +80,7 @@ def run(
         raise UsageError(f"--poll must be positive, got {poll}", "e.g. --poll 2")
     mode = RunMode.ONCE if once else RunMode.FOREVER if forever else RunMode.UNTIL_EMPTY
     ws = workspace(ws_dir)
+    check_mode(once, ws.config.queue.mode)
     store = ops.open_store(ws)
     worker = Worker(ws, store, log=None if quiet or json_out else info, warn=info)
     report = worker.run(mode, poll=poll)

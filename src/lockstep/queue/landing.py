@@ -57,11 +57,16 @@ def next_tag_name(fmt: str, taken: set[str], when: datetime) -> str:
     return fmt.format(year=when.year, month=when.month, n=highest + 1)
 
 
+def _bump_line(item: Item, cand: dict[str, Any]) -> str:
+    """`<component> <old> → <new>`: what one item changes."""
+    olds = sorted({v or "(none)" for v in cand["old"].values()})
+    return f"{item.component} {'/'.join(olds)} → {item.version}"
+
+
 def commit_message(item: Item, cand: dict[str, Any], landing_id: int) -> str:
     """`Bump <component> <old> → <new> (<id>)` with the landing and item trailers."""
-    olds = sorted({v or "(none)" for v in cand["old"].values()})
     return (
-        f"Bump {item.component} {'/'.join(olds)} → {item.version} ({item.id})\n\n"
+        f"Bump {_bump_line(item, cand)} ({item.id})\n\n"
         f"Configurations: {', '.join(cand['configurations'])}\n"
         f"Commit: {item.sha}\n\n"
         f"Lockstep-Landing: {landing_id}\n"
@@ -69,13 +74,32 @@ def commit_message(item: Item, cand: dict[str, Any], landing_id: int) -> str:
     )
 
 
+def commit_message_of(entries: list[tuple[Item, dict[str, Any]]], landing_id: int) -> str:
+    """One item: as `commit_message`. Several (a batch): `Land <k> items (<ids>)`, a line per
+    item, then the landing trailer and an item trailer per item, in landing order."""
+    if len(entries) == 1:
+        return commit_message(*entries[0], landing_id)
+    ids = ", ".join(item.id for item, _ in entries)
+    lines = [f"Land {len(entries)} items ({ids})", ""]
+    lines += [f"Bump {_bump_line(item, cand)} ({item.id}, {item.sha[:12]}; "
+              f"{', '.join(cand['configurations'])})" for item, cand in entries]
+    lines += ["", f"Lockstep-Landing: {landing_id}"]
+    lines += [f"Lockstep-Item: {item.id}" for item, _ in entries]
+    return "\n".join(lines) + "\n"
+
+
 def tag_message(name: str, item: Item, cand: dict[str, Any]) -> str:
     """`Integration release <T>`, the item, then the frozen manifest of every configuration."""
-    manifest = Manifest(cand["manifest"])
-    olds = sorted({v or "(none)" for v in cand["old"].values()})
-    lines = [f"Integration release {name}", "", "Items:",
-             f"  {item.id} {item.component} {'/'.join(olds)} → {item.version} "
-             f"({item.sha[:12]})", ""]
+    return tag_message_of(name, [(item, cand)], cand["manifest"])
+
+
+def tag_message_of(name: str, entries: list[tuple[Item, dict[str, Any]]],
+                   manifest_text: str) -> str:
+    """`Integration release <T>`, its items, then the frozen manifest of every configuration."""
+    manifest = Manifest(manifest_text)
+    lines = [f"Integration release {name}", "", "Items:"]
+    lines += [f"  {item.id} {_bump_line(item, cand)} ({item.sha[:12]})" for item, cand in entries]
+    lines.append("")
     for configuration in manifest.configurations:
         lines.append(f"[{configuration}]")
         for component, pin in manifest.pins(configuration).items():

@@ -40,6 +40,8 @@ class RejectKind(StrEnum):
     WORKER_LOST = "worker-lost"
     NOT_APPLICABLE = "not-applicable"
     COMMIT_GONE = "commit-gone"  # the bump's own commit left its component's repository
+    ITEM_TIMEOUT = "item-timeout"  # its candidate outlived [queue] item_timeout
+    ARTIFACT_MISSING = "artifact-missing"  # its artifact never reached the registry
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,11 @@ class Verdicts:
                                 outcome=reason.to_dict(), holder=None, lease_token=None,
                                 lease_expires_at=None):
             return
+        self.announce(c, item, reason)
+
+    def announce(self, c: Any, item: Item, reason: Reason) -> None:
+        """Tell the item's owners why it was rejected (the state is already `rejected`)."""
+        store = self.ctx.store
         notify.enqueue(store, c, self.ctx.ws.config, "rejected", item.seq, {
             "item": item.id, "component": item.component, "version": item.version,
             "sha": item.sha, "owners": _owners(self.ctx.ws, item.component),

@@ -30,6 +30,7 @@ from lockstep.queue import landing, notify, scheduler
 from lockstep.queue.lander import Lander
 from lockstep.queue.lease import LeaseKeeper, LeaseLost
 from lockstep.queue.model import Reason, RejectKind, State
+from lockstep.queue.pipeline_worker import PipelineLoop
 from lockstep.queue.repo_health import RepoHealth
 from lockstep.queue.runner import StageRunner
 from lockstep.queue.store import Item, Store
@@ -119,7 +120,12 @@ class Worker:
                                   name="notifier-deliveries")
         sender.start()
         try:
-            self._loop(mode, poll)
+            if self.ctx.settings.mode == "serial":
+                self._loop(mode, poll)
+            else:
+                PipelineLoop(self.ctx, self.lease, self.lander, self.verdicts).run(
+                    until_empty=mode != RunMode.FOREVER, poll=poll)
+                self.sync_checkout()
         finally:
             stop.set()
             sender.join()

@@ -78,7 +78,7 @@ def evaluate(c: CandidateSnap, settings: PipelineSettings, now: float) -> Progre
             return Progress(Outcome.FAILED, failure=_failure(kind, run, settings))
         elif run.state == RunState.INFRA:
             tries = _tries(c, run, RunState.INFRA)
-            if tries > settings.retries:
+            if tries > settings.retries_of(run.stage):
                 return Progress(Outcome.INFRA_EXHAUSTED,
                                 failure=_failure("infrastructure", run, settings))
             due = (run.ended_at or 0.0) + settings.retry_backoff_s * 2 ** (tries - 1)

@@ -31,6 +31,7 @@ class StageSpec:
     name: str
     pool: str | None = None
     configurations: frozenset[str] | None = None
+    retries: int | None = None  # infrastructure retries; None: PipelineSettings.retries
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class PipelineSettings:
     def stage_order(self) -> Mapping[str, tuple[int, ...]]:
         """Per configuration seen so far, the indexes of its stages in declared order (memoised)."""
         return _StageOrder(self.stages)
+
+    def retries_of(self, stage: int) -> int:
+        """How often an infrastructure failure of a stage is retried."""
+        own = self.stages[stage].retries
+        return self.retries if own is None else own
 
     def ways(self, runners: int) -> int:
         """How many parts a failed batch is split into (before capping at its size)."""

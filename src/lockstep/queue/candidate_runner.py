@@ -1,0 +1,204 @@
+"""A runner of the pipeline (spec/queue.md §3.3, §8): executes one leased run, one stage of one
+configuration of a candidate, in its own thread, and records the result under its lease.
+
+The lease is renewed every lease_ttl/4 and checked every second; a run the scheduler killed
+(its candidate discarded or failed) or another worker took over is stopped, its result dropped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+
+from lockstep import git
+from lockstep.errors import LockstepError
+from lockstep.git import redact
+from lockstep.manifest import Manifest
+from lockstep.queue import candidate_tree, pipeline_leases
+from lockstep.queue.candidate_tree import GIT_LOCK
+from lockstep.queue.pipeline import RunState, StartRun
+from lockstep.queue.store import Item
+from lockstep.queue.worker_context import WorkerContext
+from lockstep.stages import (
+    Outcome,
+    RunResult,
+    environment_for,
+    prepare_workspace,
+    run_command,
+    run_upgrade,
+)
+
+_STATES = {Outcome.PASSED: RunState.PASSED, Outcome.FAILED: RunState.FAILED,
+           Outcome.TIMEOUT: RunState.TIMEOUT, Outcome.INFRA: RunState.INFRA,
+           Outcome.ABORTED: RunState.KILLED}
+
+
+class CandidateRunner:
+    """Starts runs on threads; `done` is called after each run's result is recorded."""
+
+    def __init__(self, ctx: WorkerContext, done: Callable[[], None]) -> None:
+        """Runs of this worker, reporting to `done` (the loop's wake-up)."""
+        self.ctx = ctx
+        self.done = done
+        self.threads: dict[str, threading.Thread] = {}
+
+    def start(self, run: StartRun, token: int) -> None:
+        """Execute the run on a thread of its own."""
+        thread = threading.Thread(target=self._execute, args=(run, token), daemon=True,
+                                  name=f"run-{run.run}")
+        self.threads[run.run] = thread
+        thread.start()
+
+    def busy(self) -> bool:
+        """Whether a run of this worker is still executing."""
+        for run, thread in list(self.threads.items()):
+            if not thread.is_alive():
+                del self.threads[run]
+        return bool(self.threads)
+
+    def join(self) -> None:
+        """Wait for every run in flight to end and be recorded."""
+        for thread in list(self.threads.values()):
+            thread.join()
+        self.threads.clear()
+
+    # --- one run -------------------------------------------------------------------------------
+
+    def _execute(self, run: StartRun, token: int) -> None:
+        """Build (or reuse) the candidate's tree, run the stage, record the result."""
+        ctx = self.ctx
+        lost = threading.Event()
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(run.run, token, lost, stop),
+                                daemon=True, name=f"heartbeat-{run.run}")
+        beat.start()
+        result: RunResult | None = None
+        try:
+            result = self._run(run, lost)
+            state, code = _STATES[result.outcome], result.exit_code
+        except (LockstepError, OSError) as exc:  # the workspace could not be prepared
+            ctx.log(f"{run.run}: cannot prepare the run: {redact(str(exc))}")
+            state, code = RunState.INFRA, None
+        except Exception as exc:
+            ctx.warn(f"{run.run}: runner failed: {redact(str(exc))}")
+            state, code = RunState.INFRA, None
+        finally:
+            stop.set()
+            beat.join()
+        try:
+            with ctx.store.tx() as c:
+                kept = pipeline_leases.finish(c, run.run, token, state, code, ctx.store.clock(c))
+                if kept and result is not None:
+                    cand = pipeline_leases.candidate_row(c, run.candidate)
+                    for kind, detail in result.events:
+                        for item in cand["own"]:
+                            ctx.store.add_event(c, int(item[1:]), kind, detail)
+        except Exception as exc:
+            ctx.warn(f"{run.run}: cannot record its result: {redact(str(exc))}")
+            kept = False
+        ctx.log(f"{run.run}: {state.value}" + ("" if kept else " (dropped: no longer ours)"))
+        self.done()
+
+    def _heartbeat(self, run: str, token: int, lost: threading.Event,
+                   stop: threading.Event) -> None:
+        """Renew the run's lease every lease_ttl/4, check it every second; set `lost` when the
+        run was killed by a round or taken over."""
+        store, ttl = self.ctx.store, self.ctx.settings.lease_ttl
+        renewed = time.monotonic()
+        while not stop.wait(min(1.0, ttl / 4)):
+            renew = time.monotonic() - renewed >= ttl / 4
+            try:
+                with store.tx() if renew else store.read() as c:
+                    if renew:
+                        ok = pipeline_leases.renew(store, c, run, token)
+                        store.heartbeat(c, self.ctx.worker_id)
+                    else:
+                        ok = pipeline_leases.holds(c, run, token)
+            except Exception:  # noqa: S112 - a busy store is retried next beat
+                continue
+            if renew:
+                renewed = time.monotonic()
+            if not ok:
+                lost.set()
+                return
+
+    def _run(self, run: StartRun, lost: threading.Event) -> RunResult:
+        """Prepare the run's workspace at the candidate tree and run its stage there."""
+        ctx = self.ctx
+        ws = ctx.ws
+        stage = ws.config.stages[run.stage]
+        tree, base, manifest, items = self._candidate(run.candidate)
+        last = items[-1]
+        name = f"{run.configuration}-{stage.name}-{run.attempt}"
+        workdir = ws.runs_dir / run.candidate / name
+        log = ws.logs_dir / run.candidate / run.configuration / f"{stage.name}.{run.attempt}.log"
+        with ctx.store.tx() as c:
+            pipeline_leases.set_run_log(c, run.run, str(log.relative_to(ws.state_dir)))
+        ctx.log(f"{run.run}: {run.configuration}/{stage.name} on {', '.join(i.id for i in items)}")
+        try:
+            with GIT_LOCK:
+                components = prepare_workspace(ws, tree, manifest.pins(run.configuration),
+                                               workdir)
+        except (LockstepError, OSError) as exc:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(f"lockstep: cannot prepare the workspace: {redact(str(exc))}\n")
+            return RunResult(Outcome.INFRA, None, log)
+        env = environment_for(ws.config, stage, {
+            "LOCKSTEP_MANIFEST": str(workdir / ws.manifest_path),
+            "LOCKSTEP_CONFIG": run.configuration,
+            "LOCKSTEP_ITEM": last.id,
+            "LOCKSTEP_ITEMS": " ".join(i.id for i in items),
+            "LOCKSTEP_CANDIDATE": tree,
+            "LOCKSTEP_BASE": base,
+            "LOCKSTEP_STAGE": stage.name,
+            "LOCKSTEP_ATTEMPT": str(run.attempt),
+            "LOCKSTEP_TRY": str(run.attempt + 1),
+            "LOCKSTEP_WORKSPACE": str(workdir),
+            "LOCKSTEP_COMPONENTS_DIR": str(components),
+            "LOCKSTEP_COMPONENT": last.component,
+            "LOCKSTEP_VERSION": last.version,
+        })
+        settings = ctx.settings
+        if stage.command is None:  # kind = "upgrade"
+            result = run_upgrade(ws, stage, cwd=workdir, env=env, log=log, timeout=stage.timeout,
+                                 kill_grace=settings.kill_grace, should_abort=lost.is_set)
+        else:
+            result = run_command(stage.command, cwd=workdir, env=env, log=log,
+                                 timeout=stage.timeout, infra_exit_code=stage.infra_exit_code,
+                                 kill_grace=settings.kill_grace, should_abort=lost.is_set)
+        if result.outcome == Outcome.PASSED:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return result
+
+    def _candidate(self, candidate: str) -> tuple[str, str, Manifest, list[Item]]:
+        """The candidate's tree, base, manifest and items; built on first use, by whichever
+        runner gets there first (the others use what it recorded)."""
+        ctx = self.ctx
+        store, ws = ctx.store, ctx.ws
+        with store.read() as c:
+            row = pipeline_leases.candidate_row(c, candidate)
+            items = [store.item(c, int(i[1:])) for i in row["items"]]
+        own = [int(i[1:]) for i in row["own"]]
+        if row["tree"] is None:
+            built = candidate_tree.build(ws, items, own, candidate)
+            with store.tx() as c:
+                if pipeline_leases.set_tree(c, candidate, built.base, built.tree,
+                                            built.manifest):
+                    for seq, record in built.records.items():
+                        store.set_item(c, seq, candidate=record)
+                row = pipeline_leases.candidate_row(c, candidate)
+        tree, base, text = row["tree"], row["base"], row["manifest"]
+        with GIT_LOCK:
+            if not git.has_object(ws.root, tree):  # built in another worker's clone
+                if not git.has_object(ws.root, base):
+                    ws.fetch_branch()
+                made = git.tree_with_file(ws.root, base, ws.manifest_path, text.encode(),
+                                          ws.state_dir / f"index.{candidate}")
+                if made != tree:
+                    raise LockstepError(f"{candidate}: its tree {tree[:12]} cannot be rebuilt "
+                                        f"here (got {made[:12]})")
+        return tree, base, Manifest(text, ws.manifest_path), items
+

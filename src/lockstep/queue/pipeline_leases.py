@@ -1,0 +1,142 @@
+"""Leases of pipeline runs (spec/queue.md §8): renewing a run's lease, reaping the runs of dead
+workers, and the corrections a round makes before `decide` reads the queue.
+
+Every write here is conditional on the lease token or on the row's state, so a worker that
+lost a run (killed by a round, or taken over) records nothing for it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, delete, select, update
+
+from lockstep.queue import schema as s
+from lockstep.queue.model import State
+from lockstep.queue.pipeline import Discard, QueueSnap, RunState
+from lockstep.queue.store import QUEUE_ID, Store
+
+_r = s.pipeline_runs.c
+_k = s.candidates.c
+_i = s.items.c
+# A live candidate's own items are in the state it gives them; anything else was done to them
+# outside the scheduler (`queue cancel`, `queue pause --abort-running`).
+_EXPECTED = {State.TESTING: {State.TESTING}, State.PASSED: {State.PASSED},
+             State.FAILING: {State.FAILING, State.REJECTED}}
+
+
+def renew(store: Store, c: Connection, run: str, token: int) -> bool:
+    """Extend a run's lease by lease_ttl; False when it is no longer ours and running."""
+    done = c.execute(update(s.pipeline_runs).where(
+        _r.id == run, _r.lease_token == token, _r.state == RunState.RUNNING.value
+    ).values(lease_expires_at=store.now_sql() + store.lease_ttl)).rowcount
+    return bool(done)
+
+
+def holds(c: Connection, run: str, token: int) -> bool:
+    """Whether the run is still ours and running (a read)."""
+    row = c.execute(select(_r.lease_token, _r.state).where(_r.id == run)).first()
+    return row is not None and row[0] == token and row[1] == RunState.RUNNING.value
+
+
+def finish(c: Connection, run: str, token: int, state: RunState, exit_code: int | None,
+           now: float) -> bool:
+    """Record a run's result if it is still ours and running, and free its runner."""
+    done = c.execute(update(s.pipeline_runs).where(
+        _r.id == run, _r.lease_token == token, _r.state == RunState.RUNNING.value
+    ).values(state=state.value, exit_code=exit_code, ended_at=now,
+             lease_expires_at=None)).rowcount
+    if done:
+        c.execute(update(s.runners).where(s.runners.c.run == run).values(run=None, pool=None))
+    return bool(done)
+
+
+def reap(store: Store, c: Connection, now: float) -> list[str]:
+    """Runs whose lease expired or whose worker is dead end as infrastructure failures (a lost
+    runner is never the item's fault; it is retried), and dead workers' runners are removed."""
+    alive: dict[str | None, bool] = {}
+    lost: list[str] = []
+    rows = c.execute(select(_r.id, _r.holder, _r.lease_expires_at).where(
+        _r.state == RunState.RUNNING.value)).all()
+    for run, holder, expires in rows:
+        if holder not in alive:
+            alive[holder] = store.worker_alive(c, holder, expires, now)
+        if not alive[holder] or (expires is not None and expires < store.clock(c)):
+            lost.append(run)
+    if lost:
+        c.execute(update(s.pipeline_runs).where(_r.id.in_(lost)).values(
+            state=RunState.INFRA.value, ended_at=now, lease_expires_at=None))
+        c.execute(update(s.runners).where(s.runners.c.run.in_(lost)).values(run=None, pool=None))
+    workers = set(c.execute(select(s.workers.c.id)).scalars())
+    for worker in {w for w in c.execute(select(s.runners.c.worker)).scalars()} - workers:
+        c.execute(delete(s.runners).where(s.runners.c.worker == worker))
+    return lost
+
+
+def withdrawn(snap: QueueSnap) -> list[Discard]:
+    """Live candidates whose own items were cancelled or sent back outside the scheduler: they
+    are discarded (their runs killed) before `decide` looks at the queue."""
+    found: list[Discard] = []
+    for cand in snap.candidates.values():
+        expected = _EXPECTED.get(cand.state, {cand.state})
+        states = [snap.states.get(i) for i in cand.own]
+        if any(state not in expected for state in states):
+            why = "cancelled" if State.CANCELLED in states else "aborted"
+            found.append(Discard(cand.id, why))
+    return found
+
+
+def unland(c: Connection, candidate: str, own: list[str], now: float) -> None:
+    """A landing found the branch moved (a commit lockstep did not make): its items go back to
+    the queue in place, and every candidate built on the old branch is rebuilt."""
+    seqs = [int(i[1:]) for i in own]
+    back = c.execute(update(s.items).where(_i.seq.in_(seqs), _i.state == State.LANDING.value)
+                     .values(state=State.QUEUED.value, candidate_id=None, updated_at=now)
+                     ).rowcount
+    c.execute(update(s.candidates).where(_k.id == candidate).values(
+        state="discarded", why="base-moved", ended_at=now))
+    c.execute(update(s.queues).where(s.queues.c.id == QUEUE_ID).values(
+        landed_count=s.queues.c.landed_count - back,
+        external_commits=s.queues.c.external_commits + 1))
+    c.execute(s.events.insert(), [{"at": now, "item_seq": seq, "kind": State.QUEUED.value,
+                                   "detail": json.dumps({"why": "base-moved"})}
+                                  for seq in seqs])
+
+
+def candidate_row(c: Connection, candidate: str) -> dict[str, Any]:
+    """A candidate's row, its JSON columns decoded."""
+    row = dict(c.execute(select(s.candidates).where(_k.id == candidate)).one()._mapping)
+    for key in ("items", "own", "configurations"):
+        row[key] = json.loads(row[key])
+    return row
+
+
+def set_tree(c: Connection, candidate: str, base: str, tree: str, manifest: str) -> bool:
+    """Record the candidate's tree unless another runner recorded it first."""
+    return bool(c.execute(update(s.candidates).where(_k.id == candidate, _k.tree.is_(None))
+                          .values(base=base, tree=tree, manifest=manifest)).rowcount)
+
+
+def run_tokens(c: Connection, runs: list[str]) -> dict[str, int]:
+    """The lease token of each run just started."""
+    if not runs:
+        return {}
+    return dict(c.execute(select(_r.id, _r.lease_token).where(_r.id.in_(runs))).all())
+
+
+def remove_runners(c: Connection, runners: list[str]) -> None:
+    """A worker stopping takes its runner slots away."""
+    c.execute(delete(s.runners).where(s.runners.c.id.in_(runners)))
+
+
+def set_run_log(c: Connection, run: str, log: str) -> None:
+    """Where the run's log is, relative to the state directory."""
+    c.execute(update(s.pipeline_runs).where(_r.id == run).values(log=log))
+
+
+def run_log(c: Connection, run: str | None) -> str | None:
+    """A run's log path, relative to the state directory."""
+    if run is None:
+        return None
+    return c.execute(select(_r.log).where(_r.id == run)).scalar()
