@@ -282,7 +282,7 @@ def test_v1_store_migrates_pending_deliveries_to_dropped_and_keeps_history(
         by_id = {r["delivery_id"]: r for r in store.outbox_rows(c)}
         live = [i.id for i in store.items(c)]
         finished = [i.id for i in store.finished(c, 10)]
-    assert version == s.SCHEMA_VERSION == 3
+    assert version == s.SCHEMA_VERSION == 4
     assert (by_id["d-delivered"]["state"], by_id["d-delivered"]["attempts"],
             by_id["d-delivered"]["last_error"]) == ("delivered", 2, None)
     assert (by_id["d-failed"]["state"], by_id["d-failed"]["attempts"],
@@ -315,9 +315,10 @@ def test_store_newer_than_lockstep_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "queue.db"
     Store.open(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE schema_info SET version = 4")
+        db.execute(f"UPDATE schema_info SET version = {s.SCHEMA_VERSION + 1}")
         db.execute("DROP INDEX IF EXISTS ix_items_live")  # what a newer lockstep might have done
     before = schema_of(path)
-    with pytest.raises(StateError, match="schema 4, newer than this lockstep understands"):
+    with pytest.raises(StateError, match=f"schema {s.SCHEMA_VERSION + 1}, newer than this "
+                                         "lockstep understands"):
         Store.open(path)
     assert schema_of(path) == before

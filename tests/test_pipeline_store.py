@@ -93,6 +93,27 @@ def make_v2(store: Store) -> None:
         c.execute(update(s.schema_info).values(version=2))
 
 
+def test_a_version_3_store_gains_the_run_process_columns(tmp_path: Path,
+                                                         url: str | None) -> None:
+    """Schema 3 → 4: pipeline runs gain host, pid and pid_started; nothing else changes."""
+    raw = Store.open(tmp_path / "queue.db", url=url)
+    with raw.tx() as c:
+        for column in ("host", "pid", "pid_started"):
+            c.execute(text(f"ALTER TABLE pipeline_runs DROP COLUMN {column}"))
+        c.execute(update(s.schema_info).values(version=3))
+    raw.close()
+    store = Store.open(tmp_path / "queue.db", url=url)
+    try:
+        with store.tx() as c:
+            assert c.execute(select(s.schema_info.c.version)).scalar_one() == 4
+            assert store.last_event(c, "schema-migrated") == {"from": 3, "to": 4,
+                                                              "deliveries_dropped": 0}
+            assert c.execute(select(s.pipeline_runs.c.host, s.pipeline_runs.c.pid,
+                                    s.pipeline_runs.c.pid_started)).all() == []
+    finally:
+        store.close()
+
+
 def test_a_version_2_store_migrates_to_3_keeping_its_items(tmp_path: Path,
                                                            url: str | None) -> None:
     """Items of a schema-2 store survive the upgrade, all waiting; the pipeline then runs on it;
@@ -110,8 +131,8 @@ def test_a_version_2_store_migrates_to_3_keeping_its_items(tmp_path: Path,
     settings = PipelineSettings(mode=Mode.SPECULATIVE)
     try:
         with store.tx() as c:
-            assert c.execute(select(s.schema_info.c.version)).scalar_one() == 3
-            assert store.last_event(c, "schema-migrated") == {"from": 2, "to": 3,
+            assert c.execute(select(s.schema_info.c.version)).scalar_one() == 4
+            assert store.last_event(c, "schema-migrated") == {"from": 2, "to": 4,
                                                               "deliveries_dropped": 0}
             ps.add_runner(c, "r1")
             ps.add_runner(c, "r2")

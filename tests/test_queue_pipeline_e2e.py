@@ -4,9 +4,13 @@ the same order, with the same tag trees."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+from sqlalchemy import select
+
+from lockstep.queue import schema as s
 from lockstep.queue.model import State
 from tests.system import System, sh
 
@@ -72,11 +76,17 @@ def test_speculative_lands_what_serial_lands(tmp_path: Path) -> None:
     assert {spec.tree_of(tag) for tag in spec.remote_tags()} <= tested
     assert spec.item(ids[2]).outcome["kind"] == "stage-failed"
     assert spec.item(ids[2]).outcome["log_tail"], "the rejection carries the failed run's log"
-    # Items behind the bad one ran speculatively on top of it, then again without it.
-    runs = spec.gate_runs()
-    on_bad = [r for r in runs if r["pins"]["beta"] == "v1.2.0"]
-    assert {r["item"] for r in on_bad} > {ids[2]}, "items behind were tested on top of it"
-    assert len({r["item"] for r in runs}) == len(ids)
+    # The item behind the bad one was first built on top of it, then rebuilt without it.
+    store = spec.store()
+    with store.read() as c:
+        rows = c.execute(select(s.candidates.c["items"], s.candidates.c.own, s.candidates.c.state,
+                                s.candidates.c.why)).all()
+    store.close()
+    behind = [(json.loads(items), state, why) for items, own, state, why in rows
+              if json.loads(own) == [ids[3]]]
+    assert behind[0][0][-2:] == [ids[2], ids[3]] and behind[0][1:] == ("discarded", "rebuilt")
+    assert ids[2] not in behind[-1][0] and behind[-1][1] == "landed"
+    assert len({r["item"] for r in spec.gate_runs()}) == len(ids)
     for state in (spec.item(i).state for i in ids):
         assert state in (State.LANDED, State.REJECTED)
 

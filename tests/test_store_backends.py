@@ -415,8 +415,8 @@ def test_v1_store_migrates_on_both_backends(tmp_path: Path, url: str | None) -> 
             live = [i.id for i in store.items(c)]
             finished = [i.id for i in store.finished(c, 10)]
             migrated = store.last_event(c, "schema-migrated")
-        assert version == s.SCHEMA_VERSION == 3
-        assert migrated == {"from": 1, "to": 3, "deliveries_dropped": 1}
+        assert version == s.SCHEMA_VERSION == 4
+        assert migrated == {"from": 1, "to": 4, "deliveries_dropped": 1}
         assert [(r["state"], r["attempts"]) for r in by_id.values()] == [
             ("delivered", 2), ("failed", 5), ("dropped", 1)]
         assert "notifiers.1 by position" in by_id["d-pending"]["last_error"]

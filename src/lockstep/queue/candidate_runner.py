@@ -7,10 +7,13 @@ The lease is renewed every lease_ttl/4 and checked every second; a run the sched
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 import time
 from collections.abc import Callable
+
+import psutil
 
 from lockstep import git
 from lockstep.errors import LockstepError
@@ -19,7 +22,7 @@ from lockstep.manifest import Manifest
 from lockstep.queue import candidate_tree, pipeline_leases
 from lockstep.queue.candidate_tree import GIT_LOCK
 from lockstep.queue.pipeline import RunState, StartRun
-from lockstep.queue.store import Item
+from lockstep.queue.store import HOST, Item
 from lockstep.queue.worker_context import WorkerContext
 from lockstep.stages import (
     Outcome,
@@ -79,7 +82,7 @@ class CandidateRunner:
             result = self._run(run, lost)
             state, code = _STATES[result.outcome], result.exit_code
         except (LockstepError, OSError) as exc:  # the workspace could not be prepared
-            ctx.log(f"{run.run}: cannot prepare the run: {redact(str(exc))}")
+            ctx.warn(f"{run.run}: cannot prepare the run: {redact(str(exc))}")
             state, code = RunState.INFRA, None
         except Exception as exc:
             ctx.warn(f"{run.run}: runner failed: {redact(str(exc))}")
@@ -164,14 +167,25 @@ class CandidateRunner:
         settings = ctx.settings
         if stage.command is None:  # kind = "upgrade"
             result = run_upgrade(ws, stage, cwd=workdir, env=env, log=log, timeout=stage.timeout,
-                                 kill_grace=settings.kill_grace, should_abort=lost.is_set)
+                                 kill_grace=settings.kill_grace, should_abort=lost.is_set,
+                                 on_start=functools.partial(self._record_pid, run.run))
         else:
             result = run_command(stage.command, cwd=workdir, env=env, log=log,
                                  timeout=stage.timeout, infra_exit_code=stage.infra_exit_code,
-                                 kill_grace=settings.kill_grace, should_abort=lost.is_set)
+                                 kill_grace=settings.kill_grace, should_abort=lost.is_set,
+                                 on_start=functools.partial(self._record_pid, run.run))
         if result.outcome == Outcome.PASSED:
             shutil.rmtree(workdir, ignore_errors=True)
         return result
+
+    def _record_pid(self, run: str, pid: int) -> None:
+        """Remember the stage's process, so a worker that finds this one dead can kill it."""
+        try:
+            started = psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            return
+        with self.ctx.store.tx() as c:
+            pipeline_leases.set_run_process(c, run, HOST, pid, started)
 
     def _candidate(self, candidate: str) -> tuple[str, str, Manifest, list[Item]]:
         """The candidate's tree, base, manifest and items; built on first use, by whichever

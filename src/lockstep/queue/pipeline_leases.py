@@ -14,8 +14,9 @@ from sqlalchemy import Connection, delete, select, update
 
 from lockstep.queue import schema as s
 from lockstep.queue.model import State
-from lockstep.queue.pipeline import Discard, QueueSnap, RunState
-from lockstep.queue.store import QUEUE_ID, Store
+from lockstep.queue.pipeline import Discard, QueueSnap, RunState, StartRun
+from lockstep.queue.store import HOST, QUEUE_ID, Store
+from lockstep.stages import kill_orphaned_group
 
 _r = s.pipeline_runs.c
 _k = s.candidates.c
@@ -57,13 +58,16 @@ def reap(store: Store, c: Connection, now: float) -> list[str]:
     runner is never the item's fault; it is retried), and dead workers' runners are removed."""
     alive: dict[str | None, bool] = {}
     lost: list[str] = []
-    rows = c.execute(select(_r.id, _r.holder, _r.lease_expires_at).where(
-        _r.state == RunState.RUNNING.value)).all()
-    for run, holder, expires in rows:
+    rows = c.execute(select(_r.id, _r.holder, _r.lease_expires_at, _r.host, _r.pid,
+                            _r.pid_started).where(_r.state == RunState.RUNNING.value)).all()
+    clock = store.clock(c) if rows else now
+    for run, holder, expires, host, pid, started in rows:
         if holder not in alive:
             alive[holder] = store.worker_alive(c, holder, expires, now)
-        if not alive[holder] or (expires is not None and expires < store.clock(c)):
+        if not alive[holder] or (expires is not None and expires < clock):
             lost.append(run)
+            if host == HOST and pid:
+                kill_orphaned_group(pid, started)
     if lost:
         c.execute(update(s.pipeline_runs).where(_r.id.in_(lost)).values(
             state=RunState.INFRA.value, ended_at=now, lease_expires_at=None))
@@ -118,16 +122,22 @@ def set_tree(c: Connection, candidate: str, base: str, tree: str, manifest: str)
                           .values(base=base, tree=tree, manifest=manifest)).rowcount)
 
 
-def run_tokens(c: Connection, runs: list[str]) -> dict[str, int]:
-    """The lease token of each run just started."""
-    if not runs:
-        return {}
-    return dict(c.execute(select(_r.id, _r.lease_token).where(_r.id.in_(runs))).all())
+def assigned(c: Connection, runners: list[str]) -> list[tuple[StartRun, int]]:
+    """Each running run handed to one of these runners (by whichever worker's round handed it
+    out), with its lease token."""
+    rows = c.execute(
+        select(_r.id, _r.candidate_id, _r.configuration, _r.stage, _r.attempt, s.runners.c.id,
+               _r.lease_token)
+        .select_from(s.runners.join(s.pipeline_runs, _r.id == s.runners.c.run))
+        .where(s.runners.c.id.in_(runners), _r.state == RunState.RUNNING.value)
+        .order_by(_r.seq)).all()
+    return [(StartRun(*row[:6]), row[6]) for row in rows]
 
 
-def remove_runners(c: Connection, runners: list[str]) -> None:
-    """A worker stopping takes its runner slots away."""
-    c.execute(delete(s.runners).where(s.runners.c.id.in_(runners)))
+def set_run_process(c: Connection, run: str, host: str, pid: int, started: float) -> None:
+    """The stage process of a run: what a worker that finds the run's worker dead kills."""
+    c.execute(update(s.pipeline_runs).where(_r.id == run).values(
+        host=host, pid=pid, pid_started=started))
 
 
 def set_run_log(c: Connection, run: str, log: str) -> None:
@@ -140,3 +150,8 @@ def run_log(c: Connection, run: str | None) -> str | None:
     if run is None:
         return None
     return c.execute(select(_r.log).where(_r.id == run)).scalar()
+
+
+def remove_runners(c: Connection, runners: list[str]) -> None:
+    """A worker stopping takes its runner slots away."""
+    c.execute(delete(s.runners).where(s.runners.c.id.in_(runners)))

@@ -26,6 +26,8 @@ from lockstep.queue.verdicts import Verdicts
 from lockstep.queue.worker_context import WorkerContext
 from lockstep.stages import tail
 
+POLL = 0.25  # seconds between rounds while idle: runs handed to this worker start this soon
+
 
 @dataclass
 class Round:
@@ -68,7 +70,7 @@ class PipelineLoop:
                 if until_empty and not self.runner.busy() and (
                         done.live == 0 or (done.paused and not self._others_busy())):
                     return
-                timeout = poll
+                timeout = min(poll, POLL)  # other workers' rounds hand runs to ours too
                 if done.wake_at is not None:
                     timeout = max(0.05, min(timeout, done.wake_at - time.time()))
                 self.wake.wait(timeout)
@@ -97,9 +99,8 @@ class PipelineLoop:
                 snap = pipeline_store.read_snapshot(store, c, self.settings)
             decisions = pipeline.decide(snap, [], now)
             pipeline_store.apply_decisions(store, c, snap, decisions, now)
-            mine = [a for a in decisions.actions if isinstance(a, pipeline.StartRun)
-                    and a.runner in self.runner_ids]
-            tokens = pipeline_leases.run_tokens(c, [a.run for a in mine])
+            mine = [(run, token) for run, token in pipeline_leases.assigned(c, self.runner_ids)
+                    if run.run not in self.runner.threads]
             for action in decisions.actions:
                 if isinstance(action, pipeline.Reject):
                     self._rejected(c, action)
@@ -111,7 +112,7 @@ class PipelineLoop:
         for run in lost:
             self.ctx.log(f"{run}: its worker died or its lease expired; it is run again")
         return Round(live=live, paused=paused, wake_at=decisions.wake_at,
-                     started=[(a, tokens[a.run]) for a in mine])
+                     started=mine)
 
     def _rejected(self, c: Connection, action: pipeline.Reject) -> None:
         """Give a rejection the serial worker's reason (with the failed run's log tail) and

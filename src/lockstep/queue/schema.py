@@ -26,7 +26,7 @@ from sqlalchemy import (
 
 from lockstep.queue.model import TERMINAL, State
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The partial indexes below and the queries that use them must spell these lists identically
 # (as literals): that is how SQLite matches a query to a partial index.
 FINISHED_STATES = tuple(sorted(s.value for s in TERMINAL))
@@ -238,6 +238,9 @@ pipeline_runs = Table(
     Column("lease_token", Integer),
     Column("lease_expires_at", Float),
     Column("log", Text),
+    Column("host", _str(255)),  # version 4: the stage's process, killed if its worker dies
+    Column("pid", Integer),
+    Column("pid_started", Float),
 )
 Index("ix_pipeline_runs_candidate", pipeline_runs.c.candidate_id, pipeline_runs.c.seq)
 

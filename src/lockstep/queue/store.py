@@ -767,12 +767,19 @@ def migrate(store: Store, c: Connection, version: int) -> None:
     indexes of live and finished items.
 
     2 → 3: the pipeline scheduler's columns and tables (see `_migrate_2_to_3`).
+
+    3 → 4: pipeline runs record their process (host, pid, its start time).
     """
     assert 1 <= version < s.SCHEMA_VERSION, version
     dropped = 0
     if version == 1:
         dropped = _migrate_1_to_2(store, c)
-    _migrate_2_to_3(store, c)
+    if version <= 2:
+        _migrate_2_to_3(store, c)  # creates pipeline_runs (create_all below) with v4's columns
+    else:
+        host = "VARCHAR" if store.is_postgres else "VARCHAR(255)"
+        for column, kind in (("host", host), ("pid", "INTEGER"), ("pid_started", "FLOAT")):
+            c.execute(text(f"ALTER TABLE pipeline_runs ADD COLUMN {column} {kind}"))
     s.metadata.create_all(c)
     c.execute(update(s.schema_info).values(version=s.SCHEMA_VERSION))
     store.add_event(c, None, "schema-migrated", {"from": version, "to": s.SCHEMA_VERSION,

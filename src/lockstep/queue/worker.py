@@ -58,6 +58,7 @@ class Worker:
                  log: Callable[[str], None] | None = None,
                  warn: Callable[[str], None] | None = None) -> None:
         """Register this worker (forgetting dead ones), set up its roles, prune old runs."""
+        ws.state_dir.mkdir(parents=True, exist_ok=True)  # index files; absent with PostgreSQL
         with store.tx() as c:
             store.forget_dead_workers(c)
             worker_id = store.register_worker(c)
