@@ -337,3 +337,15 @@ def test_the_overview_shows_each_release_distribution(world: World) -> None:
         tag: {"state": d["state"], "artifacts": len(d["artifacts"]), "error": d["error"],
               "published_to": d["published_to"]} for tag, d in listed.items() if tag in tags}
     assert overview["distributions"]["v2026.11.1"]["state"] == "published"
+
+
+def test_the_overview_shows_recent_cuts_with_their_steps(world: World) -> None:
+    """The page's document lists the newest release cuts as `release status` does, with each
+    component's journal steps."""
+    cuts = world.anon.get("/api/overview").json()["cuts"]
+    assert [(c["release"], c["configuration"], c["state"]) for c in cuts] == [
+        ("v1.0.0", "default", "in progress")]
+    assert [(s["step"], s["state"]) for s in cuts[0]["components"][0]["steps"]] == [
+        ("tag", "done")]
+    assert len(world.anon.get("/api/overview", params={"cuts": 1}).json()["cuts"]) == 1
+    assert "cuts" in error_of(world.anon.get("/api/overview", params={"cuts": 0}), 422)

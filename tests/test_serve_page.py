@@ -32,6 +32,7 @@ def test_the_page_follows_an_item_to_landed_and_shows_a_rejection(tmp_path: Path
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(url + "/")
         page.wait_for_selector("#queue-state.idle", timeout=WAIT_MS)
+        page.wait_for_selector("#mode[data-mode=live]", timeout=WAIT_MS)  # on the event stream
         page.evaluate("window.__sameDocument = true")
         item = api.post("/api/queue/items",
                         json={"component": "alpha", "version": "v1.1.0"}).json()["id"]
@@ -39,7 +40,9 @@ def test_the_page_follows_an_item_to_landed_and_shows_a_rejection(tmp_path: Path
         card = f"#runners [data-item={item}]"
         page.wait_for_selector(f"{card} [data-stage=build][data-state=running]",
                                timeout=WAIT_MS)
-        assert "testing default/build" in page.text_content(card)
+        # The runner line and the stage chips are read in two transactions: wait for both.
+        page.wait_for_selector(f"{card} .runner:has-text('testing default/build')",
+                               timeout=WAIT_MS)
         assert page.get_attribute(f"{card} [data-stage=check]", "data-state") == "pending"
         build_gate.touch()
         page.wait_for_selector(f"{card} [data-stage=check][data-state=running]",

@@ -11,6 +11,7 @@ from lockstep import __version__
 from lockstep.server import (
     dist_routes,
     errors,
+    event_routes,
     page_routes,
     queue_routes,
     release_routes,
@@ -18,6 +19,7 @@ from lockstep.server import (
     webhook_routes,
 )
 from lockstep.server.context import ServerContext
+from lockstep.server.live import ChangeFeed, expire, fingerprint
 from lockstep.server.settings import Secrets, ServeSettings, read_secrets, settings_of
 from lockstep.workspace import Workspace
 
@@ -38,8 +40,10 @@ def create_app(ws_dir: Path, settings: ServeSettings | None = None,
     app = FastAPI(title="lockstep", version=__version__, description=DESCRIPTION,
                   docs_url=None, redoc_url=None)  # their pages load scripts from a CDN
     app.state.ctx = ctx
+    app.state.feed = ChangeFeed(lambda: fingerprint(ctx), settings.poll_seconds,
+                                lambda old, new: expire(ctx, old, new))
     errors.install(app)
     for module in (queue_routes, release_routes, rollout_routes, dist_routes, webhook_routes,
-                   page_routes):
+                   event_routes, page_routes):
         app.include_router(module.router)
     return app

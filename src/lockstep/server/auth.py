@@ -71,3 +71,15 @@ def check_signature(ctx: ServerContext, header: str | None, payload: bytes) -> N
     if not verify(secret, payload, header):
         raise refuse(403, "signature does not match the body",
                      "sign the exact bytes sent, with the secret the server was started with")
+
+
+async def require_read_stream(request: Request) -> None:
+    """`require_read` for the event stream, which also takes the token as `?token=`: a
+    browser's EventSource cannot send headers (the access log masks the value)."""
+    ctx: ServerContext = request.app.state.ctx
+    if ctx.settings.reads == "token":
+        header = request.headers.get("Authorization")
+        given = request.query_params.get("token")
+        if not header and given:
+            header = f"Bearer {given}"
+        check_bearer(ctx, header, "reading")

@@ -145,6 +145,11 @@ class ServerContext:
         """Drop a cached value (after a write that changes it)."""
         self._cache.pop(key, None)
 
+    def forget_prefix(self, prefix: str) -> None:
+        """Drop every cached value whose key starts with `prefix`."""
+        for key in [k for k in self._cache if k.startswith(prefix)]:
+            self._cache.pop(key, None)
+
     def changed(self) -> None:
         """A write went through: every snapshot is out of date."""
         with self._lock:

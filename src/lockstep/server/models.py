@@ -86,12 +86,42 @@ class ItemSummary(Open):
     rejection: Rejection | None = None
 
 
+class PipelineRunner(BaseModel):
+    """A pipeline runner and what it tests: its candidate's items (assumed ones first), the
+    ones that candidate decides on, the configuration and stage, since when (Unix seconds)."""
+
+    runner: str
+    worker: str | None = None
+    pool: str | None = None
+    run: str | None = None
+    candidate: str | None = None
+    candidate_state: str | None = None
+    items: list[str] = Field(default_factory=list)
+    own: list[str] = Field(default_factory=list)
+    configuration: str | None = None
+    stage: str | None = None
+    attempt: int | None = None
+    started_at: float | None = None
+
+
+class PipelineInfo(BaseModel):
+    """The pipeline scheduler's view (only when runners are registered): the window, every
+    runner, each waiting item's reason and the reason of those behind them."""
+
+    mode: str
+    window: int
+    runners: list[PipelineRunner]
+    waiting: dict[str, str]
+    rest_reason: str | None = None
+
+
 class QueueStatus(Open):
-    """`queue status --json`."""
+    """`queue status --json`, with `pipeline` when pipeline runners are registered."""
 
     queue: QueueInfo
     items: list[ItemSummary]
     recent: list[ItemSummary]
+    pipeline: PipelineInfo | None = None
 
 
 class StageState(BaseModel):

@@ -14,7 +14,7 @@ from lockstep.errors import LockstepError
 from lockstep.server import integration, pipeline
 from lockstep.server.auth import require_read
 from lockstep.server.queue_routes import ERRORS, ctx_of, snapshot_response
-from lockstep.server.release_routes import TAGS_TTL
+from lockstep.server.release_routes import TAGS_TTL, recent_cuts
 from lockstep.server.rollout_routes import all_summaries
 
 STATIC = resources.files("lockstep.server") / "static"
@@ -49,12 +49,15 @@ def static(name: str) -> Response:
 @router.get("/api/overview", tags=["page"], dependencies=[Depends(require_read)])
 async def overview(request: Request,
                    recent: Annotated[int, Query(ge=1, le=100)] = 10,
-                   releases: Annotated[int, Query(ge=1, le=50)] = 5) -> Response:
-    """Everything the page shows: the queue as a pipeline, the newest integration releases
-    with their diffs, each environment's rollout. A part that cannot be read says why."""
+                   releases: Annotated[int, Query(ge=1, le=50)] = 5,
+                   cuts: Annotated[int, Query(ge=1, le=50)] = 5) -> Response:
+    """Everything the page shows: the queue as a pipeline (with `pipeline`, what each runner
+    tests, when runners are registered), the newest integration releases with their diffs,
+    the newest release cuts with each component's steps, each environment's rollout. A part
+    that cannot be read says why."""
     ctx = ctx_of(request)
-    key = f"overview:{recent}:{releases}"
-    return await snapshot_response(ctx, key, lambda: _overview(request, recent, releases))
+    key = f"overview:{recent}:{releases}:{cuts}"
+    return await snapshot_response(ctx, key, lambda: _overview(request, recent, releases, cuts))
 
 
 def _distributions(ctx: Any, shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -75,7 +78,7 @@ def _distributions(ctx: Any, shown: list[dict[str, Any]]) -> dict[str, dict[str,
     return out
 
 
-def _overview(request: Request, recent: int, releases: int) -> dict[str, Any]:
+def _overview(request: Request, recent: int, releases: int, cuts: int) -> dict[str, Any]:
     ctx = ctx_of(request)
     ws = ctx.workspace()
     out: dict[str, Any] = {"generated_at": time.time(),
@@ -88,6 +91,11 @@ def _overview(request: Request, recent: int, releases: int) -> dict[str, Any]:
     except LockstepError as exc:
         out["releases"] = {"releases": [], "total": 0, "error": exc.one_line()}
     out["distributions"] = _distributions(ctx, out["releases"].get("releases", []))
+    try:
+        out["cuts"] = recent_cuts(ctx.journal(), cuts)
+    except LockstepError as exc:
+        out["cuts"] = []
+        out["cuts_error"] = exc.one_line()
     try:
         out["environments"] = all_summaries(request)
     except LockstepError as exc:

@@ -9,6 +9,8 @@ from typing import Any
 from lockstep.config import Config
 from lockstep.queue import operations as ops
 from lockstep.queue.model import ACTIVE, State
+from lockstep.queue.pipeline_settings import pipeline_settings
+from lockstep.queue.pipeline_view import annotate
 from lockstep.queue.store import Store
 from lockstep.stages import tail
 from lockstep.workspace import Workspace
@@ -76,15 +78,22 @@ def logs(ws: Workspace, store: Store, seq: int, stage: str | None, configuration
     return out
 
 
+def status(ws: Workspace, store: Store, limit: int, everything: bool = False) -> dict[str, Any]:
+    """`queue status --json`; when pipeline runners are registered, with `pipeline` (what each
+    runner tests) and the scheduler's wait reason of each item (lockstep.queue.pipeline_view)."""
+    return annotate(ops.status(ws, store, limit=limit, everything=everything), store,
+                    pipeline_settings(ws.config))
+
+
 def board(ws: Workspace, store: Store, recent: int) -> dict[str, Any]:
     """The page's queue: `queue status --json`, and for each item being worked on its stage
     progress and live log tail (keyed by item id)."""
-    status = ops.status(ws, store, limit=recent)
+    doc = status(ws, store, recent)
     live: dict[str, Any] = {}
-    for item in status["items"]:
+    for item in doc["items"]:
         if item["state"] in {s.value for s in ACTIVE}:
             shown = ops.show(ws, store, item["seq"])
             live[item["id"]] = {"progress": progress(ws.config, shown),
                                 "log_tail": latest_log(shown, LIVE_TAIL)}
-    status["live"] = live
-    return status
+    doc["live"] = live
+    return doc

@@ -47,12 +47,13 @@ async def queue_status(
                             ] = False,
 ) -> Response:
     """The queue, as `lockstep queue status --json` prints it (at most `cache_seconds` old;
-    a write through this server shows at once)."""
+    a write through this server shows at once). With pipeline runners registered, `pipeline`
+    says what each runner tests and each item's `wait_reason` is the scheduler's."""
     ctx = ctx_of(request)
     size = limit if limit is not None else ops.ALL_PAGE if all_finished else ops.RECENT
     key = f"queue:{size}:{all_finished}"
-    return await snapshot_response(ctx, key, lambda: ops.status(
-        ctx.workspace(), ctx.store, limit=size, everything=all_finished))
+    return await snapshot_response(ctx, key, lambda: pipeline.status(
+        ctx.workspace(), ctx.store, size, all_finished))
 
 
 async def snapshot_response(ctx: ServerContext, key: str,

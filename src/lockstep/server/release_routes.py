@@ -7,9 +7,12 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from sqlalchemy import select
 
 from lockstep import names
 from lockstep.errors import NotFoundError
+from lockstep.release import journal as jt
+from lockstep.release.journal import Entry, Journal
 from lockstep.release.status import release_status
 from lockstep.server import integration, models
 from lockstep.server.auth import require_read
@@ -69,6 +72,37 @@ def cuts(request: Request,
             found = release_status(journal, cfg, version)
             if found is not None:
                 out.append(found)
+    return out
+
+
+def steps_of(entries: list[Entry]) -> dict[str, list[dict[str, Any]]]:
+    """Each component's journal steps in the order first reached, with each one's last state
+    and error (the page's per-step view of a cut)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for e in entries:
+        step = out.setdefault(e.component, {}).setdefault(e.step, {"step": e.step})
+        step.update(state=e.state, at=e.at, error=e.observed.get("error"))
+    return {component: list(steps.values()) for component, steps in out.items()}
+
+
+def recent_cuts(journal: Journal, limit: int) -> list[dict[str, Any]]:
+    """The newest release cuts of every configuration, newest first: `release status` of each,
+    its start time, and each component's steps from the journal."""
+    with journal.engine.connect() as c:
+        rows = c.execute(select(jt.releases.c.version, jt.releases.c.configuration,
+                                jt.releases.c.started_at)
+                         .order_by(jt.releases.c.started_at.desc(), jt.releases.c.version.desc())
+                         .limit(limit)).all()
+    out = []
+    for version, configuration, started_at in rows:
+        found = release_status(journal, configuration, version)
+        if found is None:
+            continue
+        steps = steps_of(journal.entries(version, configuration))
+        for component in found["components"]:
+            component["steps"] = steps.get(component["component"], [])
+        found["started_at"] = started_at
+        out.append(found)
     return out
 
 

@@ -1,9 +1,12 @@
-// lockstep status page: polls /api/overview and redraws in place (no reload, no framework).
+// lockstep status page: fetches /api/overview whenever /api/events says something changed
+// (or, when the stream fails, every poll_seconds) and redraws in place (no reload, no framework).
 // Every value from the API goes through textContent, never innerHTML.
 "use strict";
 
+const STREAM_RETRY_MS = 30000;  // while polling, how often to try the event stream again
 const state = { token: sessionStorage.getItem("lockstep-token") || "", timer: null,
-                pollSeconds: 1, histories: {}, historyAt: 0 };
+                pollSeconds: 1, histories: {}, historyAt: 0, source: null, mode: "connecting",
+                version: null, fetching: false, again: false, streamRetryAt: 0 };
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -101,6 +104,7 @@ function drawQueue(data) {
   document.getElementById("queue-pause").textContent = q.queue.paused_reason
     ? "paused: " + q.queue.paused_reason + (q.queue.paused_message ? " — " + q.queue.paused_message : "")
     : "";
+  drawPipeline(q);
   const runners = Object.fromEntries(q.queue.runners.map((r) => [r.run.item, r]));
   const live = q.items.filter((i) => q.live[i.id] || runners[i.id]);
   const waiting = q.items.filter((i) => !(q.live[i.id] || runners[i.id]));
@@ -112,6 +116,62 @@ function drawQueue(data) {
   replace("recent", q.recent.length ? q.recent.map((i) => el("li", {
     class: "card " + i.state, "data-item": i.id, "data-state": i.state }, itemTitle(i), outcome(i)))
     : [el("li", { class: "muted" }, "nothing finished yet")]);
+}
+
+function itemLabel(known, id, cls) {
+  const item = known[id];
+  return el("span", { class: cls, "data-item": id },
+    id + (item ? " " + item.component + " " + item.version : ""));
+}
+
+function drawPipeline(q) {
+  const p = q.pipeline;
+  const table = document.getElementById("pipeline-runners");
+  document.getElementById("window").textContent = p ? p.mode + " · window " + p.window : "";
+  table.hidden = !(p && p.runners.length);
+  if (table.hidden) { table.tBodies[0].replaceChildren(); return; }
+  const known = Object.fromEntries(q.items.concat(q.recent).map((i) => [i.id, i]));
+  table.tBodies[0].replaceChildren(...p.runners.map((r) => {
+    const who = r.runner + (r.worker ? " (" + r.worker + ")" : "");
+    if (!r.run) {
+      return el("tr", { class: "free", "data-runner": r.runner },
+        el("td", {}, who), el("td", {}, "free"), el("td", {}), el("td", {}));
+    }
+    const own = new Set(r.own);
+    const items = r.items.map((id) => itemLabel(known, id, own.has(id) ? "own" : "assumed"));
+    return el("tr", { "data-runner": r.runner, "data-candidate": r.candidate },
+      el("td", {}, who),
+      el("td", { class: "candidate" }, r.candidate + ": ",
+        items.flatMap((node, k) => (k ? [" + ", node] : [node]))),
+      el("td", { class: "doing" }, (r.configuration || "") + "/" + (r.stage || "")
+        + (r.attempt ? " (try " + (r.attempt + 1) + ")" : "")),
+      el("td", { class: "muted" }, r.started_at
+        ? new Date(r.started_at * 1000).toLocaleTimeString() : ""));
+  }));
+}
+
+const STEP_MARK = { done: "✓", started: "▶", failed: "✗", skipped: "–" };
+
+function drawCuts(data) {
+  const cuts = data.cuts || [];
+  const error = document.getElementById("cuts-error");
+  error.hidden = !data.cuts_error;
+  error.textContent = data.cuts_error || "";
+  replace("cut-list", cuts.length ? cuts.map((c) => el("li", {
+    class: "card cut", "data-cut": c.configuration + "/" + c.release, "data-state": c.state },
+    el("div", { class: "title" }, el("strong", {}, c.release),
+      el("span", { class: "muted" }, "[" + c.configuration + "]"),
+      el("span", { class: "cut-state " + c.state.replace(" ", "-") }, c.state),
+      el("span", { class: "muted" }, "from " + (c.integration_tag || short(c.integration_commit)))),
+    el("ul", { class: "components" }, c.components.map((k) => el("li", {
+      "data-component": k.component, "data-state": k.state },
+      "level " + k.level + " " + k.component + " " + k.state + " ",
+      el("span", { class: "steps" }, (k.steps || []).map((s) => el("span", {
+        class: "step " + s.state, "data-step": s.step, "data-state": s.state,
+        title: s.error || null }, s.step + " " + (STEP_MARK[s.state] || s.state)))),
+      k.error ? el("div", { class: "error" }, k.error) : null))),
+    (c.warnings || []).map((w) => el("div", { class: "muted" }, "warning: " + w))))
+    : [el("li", { class: "muted" }, "no release cut yet")]);
 }
 
 function drawReleases(data) {
@@ -165,20 +225,71 @@ async function refreshHistories(envs) {
   }
 }
 
-async function poll() {
+async function refresh() {
+  // One fetch at a time; a change announced meanwhile fetches once more afterwards.
+  if (state.fetching) { state.again = true; return; }
+  state.fetching = true;
   try {
     const data = await api("/api/overview");
     state.pollSeconds = data.poll_seconds || 1;
     drawQueue(data);
     drawReleases(data);
+    drawCuts(data);
     await refreshHistories(data.environments);
     drawEnvironments(data);
     document.getElementById("connection").textContent = "";
     document.getElementById("updated").textContent = new Date().toLocaleTimeString();
   } catch (err) {
     document.getElementById("connection").textContent = "not updating: " + err.message;
+  } finally {
+    state.fetching = false;
   }
-  state.timer = setTimeout(poll, state.pollSeconds * 1000);
+  if (state.again) { state.again = false; await refresh(); }
+}
+
+function showMode() {
+  const mode = document.getElementById("mode");
+  mode.dataset.mode = state.mode;
+  mode.textContent = state.mode === "live" ? "live"
+    : state.mode === "polling" ? "polling every " + state.pollSeconds + " s" : "connecting…";
+}
+
+function startStream() {
+  clearTimeout(state.timer);
+  if (state.source) state.source.close();
+  if (!window.EventSource) { startPolling(); return; }
+  // EventSource cannot send headers: the token goes in the query (the server's log masks it).
+  const query = state.token ? "?token=" + encodeURIComponent(state.token) : "";
+  const source = new EventSource("/api/events" + query);
+  state.source = source;
+  source.addEventListener("changed", (ev) => {
+    state.mode = "live";
+    state.version = JSON.parse(ev.data).version;
+    showMode();
+    refresh();
+  });
+  source.onerror = () => {
+    if (state.source !== source) return;
+    source.close();
+    state.source = null;
+    startPolling();
+  };
+}
+
+function startPolling() {
+  state.mode = "polling";
+  state.streamRetryAt = Date.now() + STREAM_RETRY_MS;
+  showMode();
+  clearTimeout(state.timer);
+  pollTick();
+}
+
+async function pollTick() {
+  await refresh();
+  showMode();
+  if (state.mode !== "polling") return;
+  if (Date.now() >= state.streamRetryAt) { startStream(); return; }
+  state.timer = setTimeout(pollTick, state.pollSeconds * 1000);
 }
 
 document.getElementById("token-form").addEventListener("submit", (ev) => {
@@ -186,7 +297,6 @@ document.getElementById("token-form").addEventListener("submit", (ev) => {
   state.token = document.getElementById("token").value.trim();
   sessionStorage.setItem("lockstep-token", state.token);
   document.getElementById("token-form").hidden = true;
-  clearTimeout(state.timer);
-  poll();
+  startStream();
 });
-poll();
+startStream();
