@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from lockstep.queue import schema as s
 from lockstep.queue.model import State
-from tests.system import System, sh
+from tests.system import System, sh, wait_started
 
 BAD = ("beta", "v1.2.0")
 
@@ -117,3 +117,39 @@ def test_batch_lands_one_tag_listing_its_items(tmp_path: Path) -> None:
     # Every tagged tree was tested: it is the candidate tree of a run.
     tested = {r["candidate"] for r in batch.gate_runs()}
     assert {batch.tree_of(tag) for tag in batch.remote_tags()} <= tested
+
+
+def test_status_shows_each_runner_and_cancel_rebuilds_behind(tmp_path: Path) -> None:
+    """`queue status` names what each runner tests (the candidate's own items, on top of which
+    items) and why each other item waits; cancelling a testing item kills its run, and the item
+    behind, built on top of it, is rebuilt and tested without it."""
+    system = System.create(tmp_path, stages=("check",), configurations=("default",))
+    system.set_queue_settings(mode="speculative", runners=2)
+    release = system.root / "release"
+    system.set_rules({"check": {"wait_file": str(release)}})
+    ids = [system.submit(c, "v1.1.0").id for c in ("alpha", "beta", "gamma")]
+    worker = system.start_worker("--json")
+    wait_started(release, 1, proc=worker)
+    wait_started(release, 2, proc=worker)
+
+    shown = system.cli("queue", "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    busy = sorted((r["own"], r["items"]) for r in data["pipeline"]["runners"])
+    assert busy == [([ids[0]], [ids[0]]), ([ids[1]], [ids[0], ids[1]])]
+    waits = {i["id"]: i["wait_reason"] for i in data["items"]}
+    assert waits[ids[2]] == "outside-window"
+    text = system.cli("queue", "status").stdout
+    assert f"{ids[1]} on top of {ids[0]}: default/check" in text
+
+    cancelled = system.cli("queue", "cancel", ids[0])
+    assert cancelled.returncode == 0, cancelled.stderr
+    system.set_rules({})
+    release.write_text("go")
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert json.loads(out)["landed"] == ids[1:]
+    assert system.item(ids[0]).state == State.CANCELLED
+    final = [r for r in system.gate_runs() if r["item"] == ids[1]][-1]
+    assert final["pins"]["alpha"] == "v1.0.0", "rebuilt without the cancelled bump"
+    assert system.manifest_at("refs/heads/main")["default"]["alpha"]["version"] == "v1.0.0"

@@ -109,7 +109,14 @@ def status(
         limit = ops.ALL_PAGE if all_finished else ops.RECENT
     ops.check_limit(limit)  # before the workspace is even opened
     ws = workspace(ws_dir)
-    data = ops.status(ws, ops.open_store(ws), limit=limit, everything=all_finished)
+    store = ops.open_store(ws)
+    data = ops.status(ws, store, limit=limit, everything=all_finished)
+    if ws.config.queue.mode != "serial":
+        from lockstep.queue.pipeline_settings import pipeline_settings
+        from lockstep.queue.pipeline_view import annotate
+
+        data["queue"]["mode"] = ws.config.queue.mode
+        annotate(data, store, pipeline_settings(ws.config))
     if json_out:
         print_json(data)
         return
@@ -126,6 +133,17 @@ def status(
                           f"{r['next']}")
         else:
             console.print(f"  {r['worker']}: {run['item']} {doing}")
+    pipeline = data.get("pipeline")
+    if pipeline:
+        console.print(f"  window {pipeline['window']}, {len(pipeline['runners'])} runner(s)")
+        for r in pipeline["runners"]:
+            if r["run"] is None:
+                console.print(f"  {r['runner']}: free")
+                continue
+            assumed = [i for i in r["items"] if i not in r["own"]]
+            on = f" on top of {', '.join(assumed)}" if assumed else ""
+            console.print(f"  {r['runner']}: {', '.join(r['own'])}{on}: "
+                          f"{r['configuration']}/{r['stage']} (try {r['attempt'] + 1})")
     _items_table("waiting", data["items"], wait=True)
     _items_table("finished" if all_finished else "recent", data["recent"], wait=False)
     if not all_finished and len(data["recent"]) == limit:
