@@ -8,14 +8,20 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from lockstep import git
 from lockstep.queue.model import State
 from tests.dist_system import dist_rows, dist_system, events, set_dist_rules
 from tests.system import wait_for
 
 
-def test_three_landings_give_three_distributions_in_tag_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["serial", "speculative"])
+def test_three_landings_give_three_distributions_in_tag_order(tmp_path: Path,
+                                                              mode: str) -> None:
     system = dist_system(tmp_path)
+    if mode != "serial":
+        system.set_queue_settings(mode=mode, runners=3)
     for name in ("alpha", "beta", "gamma"):
         system.submit(name, "v1.1.0")
     report = system.run_queue()

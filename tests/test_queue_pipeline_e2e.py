@@ -153,3 +153,25 @@ def test_status_shows_each_runner_and_cancel_rebuilds_behind(tmp_path: Path) -> 
     final = [r for r in system.gate_runs() if r["item"] == ids[1]][-1]
     assert final["pins"]["alpha"] == "v1.0.0", "rebuilt without the cancelled bump"
     assert system.manifest_at("refs/heads/main")["default"]["alpha"]["version"] == "v1.0.0"
+
+
+def test_stale_bumps_are_skipped_as_serial_mode_skips_them(tmp_path: Path) -> None:
+    """A bump superseded by an item ahead of it (a newer version of the same component) and a
+    bump already pinned by one ahead are skipped, not landed as commits changing nothing, and
+    not tested: the landed and skipped items and the tags equal serial mode's."""
+    serial = System.create(tmp_path / "serial", stages=("check",), configurations=("default",))
+    spec = twin(serial, tmp_path / "spec")
+    spec.set_queue_settings(mode="speculative", runners=4)
+    serial.set_queue_settings(kill_grace=2)
+    bumps = [("alpha", "v1.2.0"), ("alpha", "v1.1.0"), ("beta", "v1.1.0"), ("beta", "v1.1.0")]
+    ids = submit_all(serial, bumps)
+    assert submit_all(spec, bumps) == ids
+    serial_report = serial.run_queue()
+    spec_report = spec.run_queue()
+
+    assert spec_report.landed == serial_report.landed == [ids[0], ids[2]]
+    assert spec_report.skipped == serial_report.skipped == [ids[1], ids[3]]
+    assert [spec.item(i).outcome["reason"] for i in (ids[1], ids[3])] == [
+        "superseded", "already-pinned"]
+    assert landed_manifests(spec) == landed_manifests(serial)
+    assert {r["item"] for r in spec.gate_runs()} == {ids[0], ids[2]}, "stale bumps never ran"

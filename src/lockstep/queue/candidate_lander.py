@@ -20,18 +20,22 @@ from lockstep.queue import candidate_tree, landing, notify, pipeline_leases, pip
 from lockstep.queue.candidate_tree import GIT_LOCK
 from lockstep.queue.lander import Lander
 from lockstep.queue.lease import LeaseKeeper, LeaseLost
+from lockstep.queue.model import Reason, RejectKind, State
 from lockstep.queue.store import Item
+from lockstep.queue.verdicts import Verdicts
 from lockstep.queue.worker_context import WorkerContext
 
 
 class CandidateLander:
     """Owns this worker's landings of pipeline candidates."""
 
-    def __init__(self, ctx: WorkerContext, lease: LeaseKeeper, lander: Lander) -> None:
+    def __init__(self, ctx: WorkerContext, lease: LeaseKeeper, lander: Lander,
+                 verdicts: Verdicts) -> None:
         """Share the serial lander's tag-name cache and the lease keeper's landing lock."""
         self.ctx = ctx
         self.lease = lease
         self.lander = lander
+        self.verdicts = verdicts
 
     def land_ready(self) -> bool:
         """Land every candidate waiting to land, in order; False when there was none or another
@@ -81,7 +85,7 @@ class CandidateLander:
         with GIT_LOCK:
             head = ws.remote_head()
             text, records = candidate_tree.apply_items(
-                ws.manifest_at(head), own, [i.seq for i in own], ws.manifest_path)
+                ws, ws.manifest_at(head), own, [i.seq for i in own])
             tree = git.tree_with_file(ws.root, head, ws.manifest_path, text.encode(),
                                       ws.state_dir / f"index.land.{cand['id']}")
         if tree != cand["tree"]:
@@ -93,6 +97,12 @@ class CandidateLander:
             ctx.log(f"{ids}: {ws.branch} on {ws.remote} is not the branch they were tested on "
                     "(a commit lockstep did not make); they are retested on the new head")
             return None
+        stale = [item for item in own if records[item.seq]["skip"] is not None]
+        if stale:
+            self._skip(cand, stale, records, everything=len(stale) == len(own))
+            own = [item for item in own if item not in stale]
+            if not own:
+                return None
         entries = [(item, {**records[item.seq], "manifest": text}) for item in own]
         now = datetime.now(UTC)
         name = landing.next_tag_name(ctx.ws.config.integration.tag_format,
@@ -110,6 +120,34 @@ class CandidateLander:
             journal = store.open_landing(c, own[0].seq)
         faults.crashpoint("before-commit")
         return journal
+
+    def _skip(self, cand: dict[str, Any], stale: list[Item],
+              records: dict[int, dict[str, Any]], everything: bool) -> None:
+        """Bumps that change nothing on the head (already pinned, or superseded since they were
+        submitted) are skipped, not landed, as serial mode skips them; a candidate of nothing
+        but those makes no commit."""
+        ctx, store = self.ctx, self.ctx.store
+        with store.tx() as c:
+            self.lease.check_epoch(c)
+            for item in stale:
+                outcome = records[item.seq]["skip"]
+                if outcome["reason"] == "not-applicable":
+                    missing = ", ".join(item.configurations)
+                    reason = Reason(RejectKind.NOT_APPLICABLE,
+                                    f"configuration(s) {missing} left the manifest",
+                                    attempt=item.attempt)
+                    if store.transition(c, item.seq, {State.LANDING}, State.REJECTED,
+                                        outcome=reason.to_dict()):
+                        self.verdicts.announce(c, item, reason)
+                    continue
+                if store.transition(c, item.seq, {State.LANDING}, State.SKIPPED,
+                                    outcome=outcome):
+                    notify.enqueue(store, c, ctx.ws.config, "skipped", item.seq,
+                                   {"item": item.id, "skipped": outcome})
+                    ctx.report.skipped.append(item.id)
+                    ctx.log(f"{item.id}: skipped ({outcome['reason']})")
+            if everything:
+                pipeline_leases.close_candidate(c, cand["id"], "skipped", store.clock(c))
 
     def _reconcile(self, cand: dict[str, Any], own: list[Item], journal: dict[str, Any],
                    fresh: bool) -> None:

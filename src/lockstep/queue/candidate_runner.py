@@ -132,13 +132,18 @@ class CandidateRunner:
         ctx = self.ctx
         ws = ctx.ws
         stage = ws.config.stages[run.stage]
-        tree, base, manifest, items = self._candidate(run.candidate)
+        tree, base, manifest, items, own = self._candidate(run.candidate)
         last = items[-1]
         name = f"{run.configuration}-{stage.name}-{run.attempt}"
         workdir = ws.runs_dir / run.candidate / name
         log = ws.logs_dir / run.candidate / run.configuration / f"{stage.name}.{run.attempt}.log"
         with ctx.store.tx() as c:
             pipeline_leases.set_run_log(c, run.run, str(log.relative_to(ws.state_dir)))
+        if all((item.candidate or {}).get("skip") for item in own):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("lockstep: nothing to test: every bump of this candidate is already "
+                           "pinned or superseded; it is skipped when it reaches the head\n")
+            return RunResult(Outcome.PASSED, 0, log)
         ctx.log(f"{run.run}: {run.configuration}/{stage.name} on {', '.join(i.id for i in items)}")
         try:
             with GIT_LOCK:
@@ -187,16 +192,16 @@ class CandidateRunner:
         with self.ctx.store.tx() as c:
             pipeline_leases.set_run_process(c, run, HOST, pid, started)
 
-    def _candidate(self, candidate: str) -> tuple[str, str, Manifest, list[Item]]:
-        """The candidate's tree, base, manifest and items; built on first use, by whichever
-        runner gets there first (the others use what it recorded)."""
+    def _candidate(self, candidate: str) -> tuple[str, str, Manifest, list[Item], list[Item]]:
+        """The candidate's tree, base, manifest, items and own items; built on first use, by
+        whichever runner gets there first (the others use what it recorded)."""
         ctx = self.ctx
         store, ws = ctx.store, ctx.ws
         with store.read() as c:
             row = pipeline_leases.candidate_row(c, candidate)
             items = [store.item(c, int(i[1:])) for i in row["items"]]
-        own = [int(i[1:]) for i in row["own"]]
         if row["tree"] is None:
+            own = [int(i[1:]) for i in row["own"]]
             built = candidate_tree.build(ws, items, own, candidate)
             with store.tx() as c:
                 if pipeline_leases.set_tree(c, candidate, built.base, built.tree,
@@ -204,6 +209,7 @@ class CandidateRunner:
                     for seq, record in built.records.items():
                         store.set_item(c, seq, candidate=record)
                 row = pipeline_leases.candidate_row(c, candidate)
+                items = [store.item(c, int(i[1:])) for i in row["items"]]
         tree, base, text = row["tree"], row["base"], row["manifest"]
         with GIT_LOCK:
             if not git.has_object(ws.root, tree):  # built in another worker's clone
@@ -214,5 +220,6 @@ class CandidateRunner:
                 if made != tree:
                     raise LockstepError(f"{candidate}: its tree {tree[:12]} cannot be rebuilt "
                                         f"here (got {made[:12]})")
-        return tree, base, Manifest(text, ws.manifest_path), items
-
+        own_ids = set(row["own"])
+        return (tree, base, Manifest(text, ws.manifest_path), items,
+                [item for item in items if item.id in own_ids])

@@ -8,13 +8,15 @@ tree it would land is this one all the same.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lockstep import git
-from lockstep.manifest import Manifest
+from lockstep.errors import ConfigError, GitError
+from lockstep.manifest import Manifest, Pin
 from lockstep.queue import candidate as candidate_mod
 from lockstep.queue.store import Item
 from lockstep.workspace import Workspace
@@ -35,13 +37,38 @@ class CandidateTree:
     records: dict[int, dict[str, Any]]
 
 
+def superseded(ws: Workspace, item: Item, configuration: str, pin: Pin) -> str | None:
+    """Whether `pin` (in the manifest the item's bump would apply to: the head, or an item ahead
+    of it in the candidate) moved since the item's submission to a descendant of the item's
+    commit: then the bump is stale and skipped, as serial mode does (spec/queue.md §3.2)."""
+    since = item.submitted_base
+    if since is None:
+        return None
+    try:
+        at_submit = ws.manifest_at(since)
+    except ConfigError:
+        return None  # a rewritten history this clone never fetched: test the bump
+    before = (at_submit.pin(configuration, item.component)
+              if configuration in at_submit.configurations else None)
+    if before is not None and before.sha == pin.sha:
+        return None  # the pin predates the submission: a downgrade is deliberate
+    repo = ws.components.path(item.component)
+    try:
+        descends = git.is_ancestor(repo, item.sha, pin.sha)
+    except GitError:  # an object is missing from the mirror: fetch, then ask again
+        ws.components.ensure(item.component, pin.sha)
+        ws.components.ensure(item.component, item.sha)
+        descends = git.is_ancestor(repo, item.sha, pin.sha)
+    return f"{item.component} {pin.version}" if descends else None
+
+
 def build(ws: Workspace, items: Sequence[Item], own: Sequence[int], key: str) -> CandidateTree:
     """Build the candidate of `items` (in order) on the remote head; `own` are the seqs it
     decides on, `key` names its temporary index file."""
     with GIT_LOCK:
         base = ws.remote_head()
         manifest = ws.manifest_at(base)
-        text, records = apply_items(manifest, items, own, ws.manifest_path)
+        text, records = apply_items(ws, manifest, items, own)
         tree = git.tree_with_file(ws.root, base, ws.manifest_path, text.encode(),
                                   ws.state_dir / f"index.{key}")
     ids = [item.id for item in items]
@@ -50,21 +77,26 @@ def build(ws: Workspace, items: Sequence[Item], own: Sequence[int], key: str) ->
     return CandidateTree(base, tree, text, records)
 
 
-def apply_items(manifest: Manifest, items: Sequence[Item], own: Sequence[int],
-                source: str) -> tuple[str, dict[int, dict[str, Any]]]:
-    """The manifest text once every item's bumps are applied in order, and for each own item
-    the configurations it changed and their previous versions."""
+def apply_items(ws: Workspace, manifest: Manifest, items: Sequence[Item],
+                own: Sequence[int]) -> tuple[str, dict[int, dict[str, Any]]]:
+    """The manifest text once every item's bumps are applied in order (a bump already pinned or
+    superseded changes nothing), and for each own item the configurations it changed, their
+    previous versions, and why it changes nothing (`skip`) when it does not."""
     records: dict[int, dict[str, Any]] = {}
     current = manifest
     for item in items:
         plan = candidate_mod.plan(
             component=item.component, version=item.version, sha=item.sha, digest=item.digest,
-            targets=item.configurations, base=current, superseding_item=lambda _c, _p: None)
+            targets=item.configurations, base=current,
+            superseding_item=functools.partial(superseded, ws, item))
         if plan.bumps:
             current = Manifest(current.apply(
-                [(b.configuration, item.component, b.new) for b in plan.bumps]), source)
+                [(b.configuration, item.component, b.new) for b in plan.bumps]),
+                ws.manifest_path)
         if item.seq in own:
             records[item.seq] = {
                 "configurations": [b.configuration for b in plan.bumps],
-                "old": {b.configuration: b.old.version if b.old else None for b in plan.bumps}}
+                "old": {b.configuration: b.old.version if b.old else None for b in plan.bumps},
+                "skip": None if plan.bumps else {"reason": plan.skip_reason or "not-applicable",
+                                                 "by": plan.superseded_by}}
     return current.text, records

@@ -155,3 +155,8 @@ def run_log(c: Connection, run: str | None) -> str | None:
 def remove_runners(c: Connection, runners: list[str]) -> None:
     """A worker stopping takes its runner slots away."""
     c.execute(delete(s.runners).where(s.runners.c.id.in_(runners)))
+
+
+def close_candidate(c: Connection, candidate: str, state: str, now: float) -> None:
+    """End a candidate that will not land (e.g. `skipped`: every bump in it was stale)."""
+    c.execute(update(s.candidates).where(_k.id == candidate).values(state=state, ended_at=now))

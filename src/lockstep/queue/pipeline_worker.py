@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
@@ -50,11 +51,13 @@ class PipelineLoop:
         self.verdicts = verdicts
         self.wake = threading.Event()
         self.runner = CandidateRunner(ctx, self.wake.set)
-        self.lander = CandidateLander(ctx, lease, lander)
+        self.lander = CandidateLander(ctx, lease, lander, verdicts)
         self.runner_ids = [f"{ctx.worker_id}/r{k + 1}" for k in range(ctx.settings.runners)]
 
-    def run(self, until_empty: bool, poll: float) -> None:
-        """Register the runners and work until the queue is empty (`until_empty`) or forever."""
+    def run(self, until_empty: bool, poll: float,
+            after_landing: Callable[[], None] = lambda: None) -> None:
+        """Register the runners and work until the queue is empty (`until_empty`) or forever;
+        `after_landing` runs after each round that landed something (distribution builds)."""
         store = self.ctx.store
         with store.tx() as c:
             for runner in self.runner_ids:
@@ -66,6 +69,7 @@ class PipelineLoop:
                     self.runner.start(run, token)
                 landed = self.lander.land_ready()
                 if landed:
+                    after_landing()
                     continue
                 if until_empty and not self.runner.busy() and (
                         done.live == 0 or (done.paused and not self._others_busy())):

@@ -125,7 +125,8 @@ class Worker:
                 self._loop(mode, poll)
             else:
                 PipelineLoop(self.ctx, self.lease, self.lander, self.verdicts).run(
-                    until_empty=mode != RunMode.FOREVER, poll=poll)
+                    until_empty=mode != RunMode.FOREVER, poll=poll,
+                    after_landing=self.distribute)
                 self.sync_checkout()
         finally:
             stop.set()
