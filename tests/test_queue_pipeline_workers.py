@@ -146,3 +146,45 @@ def test_sigkilled_speculative_worker_on_postgres_loses_nothing(
     assert len(tags) == len(landings) and len(set(tags.values())) == len(tags)
     tagged = Counter(i for items, _ in landed_manifests(system) for i in items.split())
     assert tagged == Counter(ids), "each item is in exactly one tag"
+
+
+def test_two_speculative_workers_on_one_sqlite_store_one_sigkilled(tmp_path: Path) -> None:
+    """Q19: two `queue run` processes on one clone and its SQLite store, one runner each, both
+    blocked in a stage; one is SIGKILLed: the other sees its pid gone at once (the lease is an
+    hour), kills the stage it left, runs it again, and lands every item once; no other run is
+    executed twice."""
+    system = System.create(tmp_path, stages=("check",), configurations=("default",))
+    system.set_queue_settings(mode="speculative", runners=1, lease_ttl=3600)
+    release = system.root / "release"
+    system.set_rules({"check": {"wait_file": str(release)}})
+    ids = [system.submit(c, "v1.1.0").id for c in COMPONENTS]
+    workers = [system.start_worker("--json") for _ in range(2)]
+    first = wait_started(release, 1, proc=workers[0])
+    second = wait_started(release, 2, proc=workers[1])
+    by_pid = {w.pid: w for w in workers}
+    assert {first["ppid"], second["ppid"]} == set(by_pid), "each worker runs one stage"
+    doomed = by_pid[first["ppid"]]
+    survivor = by_pid[second["ppid"]]
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    assert process_running(first["pid"]) and system.remote_tags() == {}
+
+    system.set_rules({})
+    release.write_text("go")
+    out, err = survivor.communicate(timeout=120)
+    assert survivor.returncode == 0, err
+    assert sorted(json.loads(out)["landed"]) == sorted(ids)
+    assert not process_running(first["pid"]), "the dead worker's stage was killed"
+    store = system.store()
+    with store.read() as c:
+        runs = c.execute(select(s.pipeline_runs.c.id, s.pipeline_runs.c.state,
+                                s.pipeline_runs.c.holder)).all()
+    store.close()
+    # One stage process per run row: no run was executed twice.
+    assert len(system.gate_runs()) == len(runs)
+    dead = [(run, state) for run, state, holder in runs if holder.split(":")[1] == str(doomed.pid)]
+    assert [state for _, state in dead] == ["infra"], "the dead worker's run counts as lost"
+    again = dead[0][0].rsplit("/", 1)[0] + "/1"
+    assert (again, "passed") in {(run, state) for run, state, _ in runs}, "and ran again"
+    tagged = Counter(i for items, _ in landed_manifests(system) for i in items.split())
+    assert tagged == Counter(ids)

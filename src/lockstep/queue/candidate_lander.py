@@ -17,7 +17,7 @@ from lockstep.distribution import journal as dist_journal
 from lockstep.errors import LockstepError
 from lockstep.manifest import Manifest
 from lockstep.queue import candidate_tree, landing, notify, pipeline_leases, pipeline_store
-from lockstep.queue.candidate_tree import GIT_LOCK
+from lockstep.queue.candidate_tree import git_lock
 from lockstep.queue.lander import Lander
 from lockstep.queue.lease import LeaseKeeper, LeaseLost
 from lockstep.queue.model import Reason, RejectKind, State
@@ -82,7 +82,7 @@ class CandidateLander:
         """Check the tree against the remote head and write the journal row; None when the
         branch moved (the items went back to the queue)."""
         ctx, store, ws = self.ctx, self.ctx.store, self.ctx.ws
-        with GIT_LOCK:
+        with git_lock(ws):
             head = ws.remote_head()
             text, records = candidate_tree.apply_items(
                 ws, ws.manifest_at(head), own, [i.seq for i in own])
@@ -155,7 +155,7 @@ class CandidateLander:
         ctx, store, ws = self.ctx, self.ctx.store, self.ctx.ws
         text = cand["manifest"]
         for attempt in range(5):
-            with GIT_LOCK:
+            with git_lock(ws):
                 result = landing.reconcile(ws, journal, text, fresh=fresh and attempt == 0)
             if not (fresh and attempt == 0 and result.result == landing.Result.LANDED):
                 ctx.tag_names = None

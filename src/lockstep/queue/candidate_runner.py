@@ -20,7 +20,7 @@ from lockstep.errors import LockstepError
 from lockstep.git import redact
 from lockstep.manifest import Manifest
 from lockstep.queue import candidate_tree, pipeline_leases
-from lockstep.queue.candidate_tree import GIT_LOCK
+from lockstep.queue.candidate_tree import git_lock
 from lockstep.queue.pipeline import RunState, StartRun
 from lockstep.queue.store import HOST, Item
 from lockstep.queue.worker_context import WorkerContext
@@ -146,7 +146,7 @@ class CandidateRunner:
             return RunResult(Outcome.PASSED, 0, log)
         ctx.log(f"{run.run}: {run.configuration}/{stage.name} on {', '.join(i.id for i in items)}")
         try:
-            with GIT_LOCK:
+            with git_lock(ws):
                 components = prepare_workspace(ws, tree, manifest.pins(run.configuration),
                                                workdir)
         except (LockstepError, OSError) as exc:
@@ -202,7 +202,9 @@ class CandidateRunner:
             items = [store.item(c, int(i[1:])) for i in row["items"]]
         if row["tree"] is None:
             own = [int(i[1:]) for i in row["own"]]
-            built = candidate_tree.build(ws, items, own, candidate)
+            with store.read() as c:  # landing, maybe not pushed yet: applied first (no-op if so)
+                landing = [store.item(c, seq) for seq in pipeline_leases.landing_items(c)]
+            built = candidate_tree.build(ws, items, own, candidate, landing)
             with store.tx() as c:
                 if pipeline_leases.set_tree(c, candidate, built.base, built.tree,
                                             built.manifest):
@@ -211,7 +213,7 @@ class CandidateRunner:
                 row = pipeline_leases.candidate_row(c, candidate)
                 items = [store.item(c, int(i[1:])) for i in row["items"]]
         tree, base, text = row["tree"], row["base"], row["manifest"]
-        with GIT_LOCK:
+        with git_lock(ws):
             if not git.has_object(ws.root, tree):  # built in another worker's clone
                 if not git.has_object(ws.root, base):
                     ws.fetch_branch()

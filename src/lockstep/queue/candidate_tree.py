@@ -8,9 +8,11 @@ tree it would land is this one all the same.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +23,20 @@ from lockstep.queue import candidate as candidate_mod
 from lockstep.queue.store import Item
 from lockstep.workspace import Workspace
 
-# One git writer per process: fetches and index files of the integration clone are not safe to
-# share between threads.
-GIT_LOCK = threading.Lock()
+_THREADS = threading.Lock()
+
+
+@contextlib.contextmanager
+def git_lock(ws: Workspace) -> Iterator[None]:
+    """One git writer per clone at a time, across this worker's threads and across the
+    `queue run` processes sharing the clone: concurrent fetches fail to lock refs."""
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    with _THREADS, open(ws.state_dir / "git.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -62,13 +75,15 @@ def superseded(ws: Workspace, item: Item, configuration: str, pin: Pin) -> str |
     return f"{item.component} {pin.version}" if descends else None
 
 
-def build(ws: Workspace, items: Sequence[Item], own: Sequence[int], key: str) -> CandidateTree:
-    """Build the candidate of `items` (in order) on the remote head; `own` are the seqs it
-    decides on, `key` names its temporary index file."""
-    with GIT_LOCK:
+def build(ws: Workspace, items: Sequence[Item], own: Sequence[int], key: str,
+          landing: Sequence[Item] = ()) -> CandidateTree:
+    """Build the candidate of `items` (in order) on the remote head and the `landing` items
+    (handed to the lander, perhaps not pushed yet); `own` are the seqs it decides on, `key`
+    names its temporary index file."""
+    with git_lock(ws):
         base = ws.remote_head()
         manifest = ws.manifest_at(base)
-        text, records = apply_items(ws, manifest, items, own)
+        text, records = apply_items(ws, manifest, [*landing, *items], own)
         tree = git.tree_with_file(ws.root, base, ws.manifest_path, text.encode(),
                                   ws.state_dir / f"index.{key}")
     ids = [item.id for item in items]

@@ -8,6 +8,7 @@ lost a run (killed by a round, or taken over) records nothing for it.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
@@ -72,9 +73,10 @@ def reap(store: Store, c: Connection, now: float) -> list[str]:
         c.execute(update(s.pipeline_runs).where(_r.id.in_(lost)).values(
             state=RunState.INFRA.value, ended_at=now, lease_expires_at=None))
         c.execute(update(s.runners).where(s.runners.c.run.in_(lost)).values(run=None, pool=None))
-    workers = set(c.execute(select(s.workers.c.id)).scalars())
-    for worker in {w for w in c.execute(select(s.runners.c.worker)).scalars()} - workers:
-        c.execute(delete(s.runners).where(s.runners.c.worker == worker))
+    owners = set(c.execute(select(s.runners.c.worker).distinct()).scalars())
+    dead = [w for w in owners if not store.worker_alive(c, w, math.inf, now)]
+    if dead:  # their slots would take runs nobody executes
+        c.execute(delete(s.runners).where(s.runners.c.worker.in_(dead)))
     return lost
 
 
@@ -160,3 +162,11 @@ def remove_runners(c: Connection, runners: list[str]) -> None:
 def close_candidate(c: Connection, candidate: str, state: str, now: float) -> None:
     """End a candidate that will not land (e.g. `skipped`: every bump in it was stale)."""
     c.execute(update(s.candidates).where(_k.id == candidate).values(state=state, ended_at=now))
+
+
+def landing_items(c: Connection) -> list[int]:
+    """The items handed to the lander and not landed yet, in landing order: a candidate built
+    now stands on them, whether or not the remote shows them yet."""
+    own = c.execute(select(_k.own).where(_k.state == State.LANDING.value)
+                    .order_by(_k.landing_order)).scalars()
+    return [int(i[1:]) for text in own for i in json.loads(text)]

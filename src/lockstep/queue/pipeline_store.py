@@ -1,9 +1,9 @@
 """The pipeline scheduler's side of the store: read the front of the queue as a `QueueSnap`, and
 record `decide`'s actions, inside the caller's write transaction (one scheduling round).
 
-`apply_decisions` mirrors `lockstep.sim.world.World.apply` action for action, so the simulator
-and a store driven by the same decisions hold the same item states; `finish_run` and
-`landed` mirror the world's run ends and landings (what runners and the lander report).
+`apply_decisions` applies actions with `pipeline.transitions.Transitions`, the code the
+simulator's world applies them with, so both hold the same states; `finish_run` and `landed`
+mirror the world's run ends and landings (what runners and the lander report).
 """
 
 from __future__ import annotations
@@ -25,34 +25,23 @@ from sqlalchemy import (
 )
 
 from lockstep.queue import schema as s
-from lockstep.queue.model import TERMINAL, State, item_id
+from lockstep.queue.model import State, item_id
 from lockstep.queue.pipeline import (
     Action,
     CandidateSnap,
     Decisions,
-    Discard,
-    DrainQueue,
-    Enter,
-    FailCandidate,
     Failure,
     ItemSnap,
-    Land,
-    PassCandidate,
-    PauseQueue,
     PipelineSettings,
     QueueSnap,
-    Reject,
-    ResumeQueue,
     RunnerSnap,
     RunSnap,
     RunState,
-    SetWindow,
-    Split,
     StartCandidate,
     StartRun,
     WindowKind,
-    WithdrawItem,
 )
+from lockstep.queue.pipeline.transitions import Transitions
 from lockstep.queue.store import QUEUE_ID, Store
 
 # Candidates `decide` sees (the world keeps only these); the others keep their rows for history.
@@ -227,24 +216,26 @@ def apply_decisions(store: Store, c: Connection, snap: QueueSnap,
         return
     applier = _Applier(c, snap, now)
     for action in actions:
-        applier.apply(action)
+        applier.apply(action, now)
     applier.write(store)
 
 
-class _Applier:
-    """The rows one round changes, kept in memory as the world keeps its own, then written."""
+class _Applier(Transitions):
+    """The rows one round changes, kept in memory as the world keeps its own (the same
+    `Transitions`), then written."""
 
     def __init__(self, c: Connection, snap: QueueSnap, now: float) -> None:
         """Start from the round's snapshot at `now`."""
         self.c, self.snap, self.now = c, snap, now
+        self.settings = snap.settings
         self.wall = time.time()
-        self.queue: dict[str, Any] = {
-            "window": snap.window, "landed_count": snap.landed_count,
-            "infra_streak": snap.infra_streak, "next_candidate": snap.next_candidate,
-            "next_group": snap.next_group, "next_position": snap.next_position,
-            "paused": int(snap.paused), "draining": int(snap.draining),
-            "paused_reason": snap.paused_reason}
-        self.start_queue = dict(self.queue)
+        self.window, self.landed_count = snap.window, snap.landed_count
+        self.infra_streak = snap.infra_streak
+        self.next_candidate, self.next_group = snap.next_candidate, snap.next_group
+        self.next_position = snap.next_position
+        self.paused, self.draining = snap.paused, snap.draining
+        self.paused_reason = snap.paused_reason
+        self.start_queue = self.queue()
         self.front: dict[str, ItemSnap] | None = None  # snap.items by id, built on first use
         self.items: dict[str, dict[str, Any]] = {}  # touched items: state, candidate, …
         self.outcomes: dict[str, str] = {}
@@ -255,141 +246,17 @@ class _Applier:
         self.started: list[str] = []  # runs started, in order
         self.events: list[dict[str, Any]] = []
 
-    def apply(self, action: Action) -> None:
-        """Apply one action in memory (mirrors World.apply)."""
-        if type(action) is StartRun:
-            self._start_run(action)
-        elif isinstance(action, StartCandidate):
-            self.cands[action.candidate] = {
-                "new": True, "id": action.candidate, "items": action.items, "own": action.own,
-                "configurations": action.configurations, "state": State.TESTING.value,
-                "base_landed": action.base_landed, "base_external": action.base_external,
-                "started_at": self.now, "failure": None, "why": None, "ended_at": None,
-                "landing_order": None, "runs": []}
-            self.queue["next_candidate"] = max(self.queue["next_candidate"],
-                                               int(action.candidate[1:]) + 1)
-            for item in action.own:
-                self._set(item, State.TESTING, candidate=action.candidate)
-        elif isinstance(action, Enter):
-            for k, item in enumerate(action.items):
-                self._set(item, None, position=action.first_position + k, group=action.group)
-            self.queue["next_position"] = action.first_position + len(action.items)
-            if action.group is not None:
-                self.queue["next_group"] = max(self.queue["next_group"], action.group + 1)
-        elif isinstance(action, Discard):
-            cand = self._cand(action.candidate)
-            self._kill(cand)
-            for run in cand["runs"]:
-                self._run(run)["wasted"] = 1
-            cand.update(state="discarded", why=action.why, ended_at=self.now)
-            for item in cand["own"]:
-                if self._state(item) not in TERMINAL:
-                    self._set(item, State.QUEUED, candidate=None)
-        elif isinstance(action, PassCandidate):
-            cand = self._cand(action.candidate)
-            cand["state"] = State.PASSED.value
-            for item in cand["own"]:
-                self._set(item, State.PASSED)
-        elif isinstance(action, FailCandidate):
-            cand = self._cand(action.candidate)
-            self._kill(cand)
-            cand.update(state=State.FAILING.value,
-                        failure=json.dumps(asdict(action.failure), sort_keys=True))
-            for item in cand["own"]:
-                self._set(item, State.FAILING)
-        elif isinstance(action, Land):
-            self.queue["landed_count"] += len(action.items)
-            self.queue["infra_streak"] = 0
-            self._cand(action.candidate).update(state=State.LANDING.value,
-                                                landing_order=self.queue["landed_count"])
-            for item in action.items:
-                self._set(item, State.LANDING)
-        elif isinstance(action, Reject):
-            self._reject(action)
-        elif isinstance(action, Split):
-            self._cand(action.candidate).update(state="split", ended_at=self.now)
-            for group, items in action.parts:
-                self.queue["next_group"] = max(self.queue["next_group"], group + 1)
-                for item in items:
-                    self._set(item, State.QUEUED, candidate=None, group=group)
-        elif isinstance(action, WithdrawItem):
-            self._set(action.item, State.CANCELLED)
-            self.outcomes[action.item] = json.dumps({"cancelled": True})
-        elif isinstance(action, SetWindow):
-            self.queue["window"] = action.window
-        elif isinstance(action, PauseQueue):
-            self.queue.update(paused=1, draining=0, paused_reason=action.reason)
-            self._event(None, "paused", {"reason": action.reason})
-        elif isinstance(action, DrainQueue):
-            self.queue["draining"] = 1
-        elif isinstance(action, ResumeQueue):
-            self.queue.update(paused=0, draining=0, paused_reason=None)
+    def queue(self) -> dict[str, Any]:
+        """The queue row's columns this round may change, as stored."""
+        return {"window": self.window, "landed_count": self.landed_count,
+                "infra_streak": self.infra_streak, "next_candidate": self.next_candidate,
+                "next_group": self.next_group, "next_position": self.next_position,
+                "paused": int(self.paused), "draining": int(self.draining),
+                "paused_reason": self.paused_reason}
 
-    def _start_run(self, action: StartRun) -> None:
-        """The runner executes a new run of the candidate."""
-        run = {"id": action.run, "candidate_id": action.candidate,
-               "configuration": action.configuration, "stage": action.stage,
-               "attempt": action.attempt, "state": RunState.RUNNING.value,
-               "runner": action.runner, "exit_code": None, "started_at": self.now,
-               "ended_at": None, "wasted": 0, "log": None, "new": True}
-        self.runs[action.run] = run
-        self.started.append(action.run)
-        self._cand(action.candidate)["runs"].append(action.run)
-        self.runners[action.runner] = (action.run, self.snap.settings.stages[action.stage].pool)
+    # --- items ---------------------------------------------------------------------------------
 
-    def _reject(self, action: Reject) -> None:
-        """The item is rejected; its candidate is closed once all its own items are final."""
-        self._set(action.item, State.REJECTED)
-        failure = asdict(action.failure) if action.failure else None
-        self.outcomes[action.item] = json.dumps(
-            {"rejected": action.kind, "candidate": action.candidate, "failure": failure},
-            sort_keys=True)
-        known = action.candidate in self.cands or action.candidate in self.snap.candidates
-        cand = self._cand(action.candidate) if action.candidate and known else None
-        if cand is not None and cand["state"] in LIVE_CANDIDATES and all(
-                self._state(i) in TERMINAL for i in cand["own"]):
-            cand.update(state=State.REJECTED.value, ended_at=self.now)
-        streak = self.queue["infra_streak"]
-        self.queue["infra_streak"] = streak + 1 if action.kind == "infrastructure" else 0
-
-    # --- the in-memory rows --------------------------------------------------------------------
-
-    def _cand(self, candidate: str) -> dict[str, Any]:
-        """A candidate's row, from the snapshot (live ones) on first touch."""
-        found = self.cands.get(candidate)
-        if found is None:
-            snap = self.snap.candidates[candidate]
-            found = self.cands[candidate] = {
-                "new": False, "id": candidate, "own": snap.own, "state": snap.state.value,
-                "failure": json.dumps(asdict(snap.failure), sort_keys=True)
-                if snap.failure else None, "why": None, "ended_at": None,
-                "landing_order": None, "runs": [r.id for r in snap.runs],
-                "running": {r.id: r.runner for r in snap.runs if r.state == RunState.RUNNING}}
-        return found
-
-    def _run(self, run: str) -> dict[str, Any]:
-        """A run's changing columns (a started run's whole row)."""
-        found = self.runs.get(run)
-        if found is None:
-            found = self.runs[run] = {"id": run, "state": None, "ended_at": None, "wasted": 0,
-                                      "new": False}
-        return found
-
-    def _kill(self, cand: dict[str, Any]) -> None:
-        """Kill the candidate's runs in flight (wasted) and free their runners."""
-        running: dict[str, str | None] = dict(cand.get("running", {}))
-        running.update((r, self.runs[r]["runner"]) for r in cand["runs"]
-                       if r in self.runs and self.runs[r].get("new"))
-        for run_id, runner in running.items():
-            run = self._run(run_id)
-            if run["state"] not in (None, RunState.RUNNING.value):
-                continue
-            run.update(state=RunState.KILLED.value, ended_at=self.now, wasted=1)
-            if runner is not None:
-                self.runners[runner] = (None, None)
-        cand["running"] = {}
-
-    def _state(self, item: str) -> State:
+    def item_state(self, item: str) -> State:
         """An item's state now: as changed by this round, else as read."""
         row = self.items.get(item)
         if row is not None:
@@ -397,6 +264,25 @@ class _Applier:
         if item in self.snap.states:
             return self.snap.states[item]
         return State(self._row(item)["state"])
+
+    def set_item(self, item: str, state: State | None, **changes: Any) -> None:
+        """Change an item's row (and log its new state)."""
+        row = self._row(item)
+        row.update(changes)
+        if state is not None:
+            row["state"] = state.value
+            detail = {k: v for k, v in changes.items() if k in ("candidate", "group")}
+            self._event(_seq(item), state.value, detail)
+
+    def enter_item(self, item: str, position: int, group: int | None) -> None:
+        """The item's position and batch."""
+        self.set_item(item, None, position=position, group=group)
+
+    def finish_item(self, item: str, state: State, outcome: dict[str, Any],
+                    now: float) -> None:
+        """The terminal state, and the outcome column."""
+        self.set_item(item, state)
+        self.outcomes[item] = json.dumps(outcome, sort_keys=True)
 
     def _row(self, item: str) -> dict[str, Any]:
         """An item's row, from the snapshot's front (or the store) on first touch."""
@@ -413,14 +299,115 @@ class _Applier:
                                   "was": snap.state.value}
         return row
 
-    def _set(self, item: str, state: State | None, **changes: Any) -> None:
-        """Change an item's row (and log its new state)."""
-        row = self._row(item)
-        row.update(changes)
-        if state is not None:
-            row["state"] = state.value
-            detail = {k: v for k, v in changes.items() if k in ("candidate", "group")}
-            self._event(_seq(item), state.value, detail)
+    # --- candidates ----------------------------------------------------------------------------
+
+    def add_candidate(self, action: StartCandidate, now: float) -> None:
+        """A new candidate's row."""
+        self.cands[action.candidate] = {
+            "new": True, "id": action.candidate, "items": action.items, "own": action.own,
+            "configurations": action.configurations, "state": State.TESTING.value,
+            "base_landed": action.base_landed, "base_external": action.base_external,
+            "started_at": now, "failure": None, "why": None, "ended_at": None,
+            "landing_order": None, "runs": []}
+
+    def own(self, candidate: str) -> tuple[str, ...]:
+        """A candidate's own items."""
+        own: tuple[str, ...] = self._cand(candidate)["own"]
+        return own
+
+    def live_own(self, candidate: str | None) -> tuple[str, ...] | None:
+        """Own items of a candidate read or started this round and still live."""
+        if not candidate or (candidate not in self.cands
+                             and candidate not in self.snap.candidates):
+            return None
+        cand = self._cand(candidate)
+        return cand["own"] if cand["state"] in LIVE_CANDIDATES else None
+
+    def set_candidate(self, candidate: str, state: State, failure: Failure | None = None) -> None:
+        """A candidate's state (and failure, as JSON)."""
+        cand = self._cand(candidate)
+        cand["state"] = state.value
+        if failure is not None:
+            cand["failure"] = json.dumps(asdict(failure), sort_keys=True)
+
+    def close_candidate(self, candidate: str, end: str, why: str | None, now: float) -> None:
+        """The candidate's final state, and when it ended (a discard's reason too)."""
+        cand = self._cand(candidate)
+        cand.update(state=end, ended_at=now)
+        if why is not None:
+            cand["why"] = why
+
+    def land_candidate(self, candidate: str, items: tuple[str, ...], now: float) -> None:
+        """The candidate is `landing`, in order after the landings before it."""
+        self._cand(candidate).update(state=State.LANDING.value,
+                                     landing_order=self.landed_count)
+
+    def _cand(self, candidate: str) -> dict[str, Any]:
+        """A candidate's row, from the snapshot (live ones) on first touch."""
+        found = self.cands.get(candidate)
+        if found is None:
+            snap = self.snap.candidates[candidate]
+            found = self.cands[candidate] = {
+                "new": False, "id": candidate, "own": snap.own, "state": snap.state.value,
+                "failure": json.dumps(asdict(snap.failure), sort_keys=True)
+                if snap.failure else None, "why": None, "ended_at": None,
+                "landing_order": None, "runs": [r.id for r in snap.runs],
+                "running": {r.id: r.runner for r in snap.runs if r.state == RunState.RUNNING}}
+        return found
+
+    # --- runs and runners ----------------------------------------------------------------------
+
+    def add_run(self, action: StartRun, now: float) -> None:
+        """A started run's whole row."""
+        run = {"id": action.run, "candidate_id": action.candidate,
+               "configuration": action.configuration, "stage": action.stage,
+               "attempt": action.attempt, "state": RunState.RUNNING.value,
+               "runner": action.runner, "exit_code": None, "started_at": now,
+               "ended_at": None, "wasted": 0, "log": None, "new": True}
+        self.runs[action.run] = run
+        self.started.append(action.run)
+        self._cand(action.candidate)["runs"].append(action.run)
+
+    def occupy_runner(self, runner: str, run: str, pool: str | None) -> None:
+        """The runner's row."""
+        self.runners[runner] = (run, pool)
+
+    def kill_runs(self, candidate: str, now: float) -> None:
+        """Kill the candidate's runs in flight (wasted) and free their runners."""
+        self._kill(self._cand(candidate), now)
+
+    def drop_runs(self, candidate: str, now: float) -> None:
+        """Kill the runs in flight; mark every run of the candidate wasted."""
+        cand = self._cand(candidate)
+        self._kill(cand, now)
+        for run in cand["runs"]:
+            self._run(run)["wasted"] = 1
+
+    def queue_event(self, kind: str, detail: dict[str, Any]) -> None:
+        """An event row about the queue."""
+        self._event(None, kind, detail)
+
+    def _run(self, run: str) -> dict[str, Any]:
+        """A run's changing columns (a started run's whole row)."""
+        found = self.runs.get(run)
+        if found is None:
+            found = self.runs[run] = {"id": run, "state": None, "ended_at": None, "wasted": 0,
+                                      "new": False}
+        return found
+
+    def _kill(self, cand: dict[str, Any], now: float) -> None:
+        """Kill the candidate's runs in flight (wasted) and free their runners."""
+        running: dict[str, str | None] = dict(cand.get("running", {}))
+        running.update((r, self.runs[r]["runner"]) for r in cand["runs"]
+                       if r in self.runs and self.runs[r].get("new"))
+        for run_id, runner in running.items():
+            run = self._run(run_id)
+            if run["state"] not in (None, RunState.RUNNING.value):
+                continue
+            run.update(state=RunState.KILLED.value, ended_at=now, wasted=1)
+            if runner is not None:
+                self.runners[runner] = (None, None)
+        cand["running"] = {}
 
     def _event(self, seq: int | None, kind: str, detail: dict[str, Any]) -> None:
         """An event row for the log."""
@@ -433,7 +420,7 @@ class _Applier:
         """Write every changed row: queue (and the run leases' tokens), candidates, runs,
         items, runners, events."""
         c = self.c
-        changed = {k: v for k, v in self.queue.items() if v != self.start_queue[k]}
+        changed = {k: v for k, v in self.queue().items() if v != self.start_queue[k]}
         if self.started:  # one lease token per run, and the clock, in the queue row's update
             last, clock = c.execute(_SET_QUEUE.values(
                 lease_seq=s.queues.c.lease_seq + len(self.started), **changed)
