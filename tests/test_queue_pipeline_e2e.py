@@ -175,3 +175,16 @@ def test_stale_bumps_are_skipped_as_serial_mode_skips_them(tmp_path: Path) -> No
         "superseded", "already-pinned"]
     assert landed_manifests(spec) == landed_manifests(serial)
     assert {r["item"] for r in spec.gate_runs()} == {ids[0], ids[2]}, "stale bumps never ran"
+
+
+def test_once_is_refused_in_the_parallel_modes(tmp_path: Path) -> None:
+    """`queue run --once` means one item; with many in flight it is a usage error (exit 2)
+    that changes nothing."""
+    system = System.create(tmp_path, stages=("check",), configurations=("default",))
+    system.set_queue_settings(mode="batch", runners=2)
+    item = system.submit("alpha", "v1.1.0")
+    proc = system.cli("queue", "run", "--once")
+    assert proc.returncode == 2
+    assert "--once" in proc.stderr and "--until-empty" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert system.item(item.id).state == State.QUEUED and system.gate_runs() == []

@@ -162,7 +162,7 @@ class CandidateRunner:
             "LOCKSTEP_CANDIDATE": tree,
             "LOCKSTEP_BASE": base,
             "LOCKSTEP_STAGE": stage.name,
-            "LOCKSTEP_ATTEMPT": str(run.attempt),
+            "LOCKSTEP_ATTEMPT": str(run.attempt + 1),
             "LOCKSTEP_TRY": str(run.attempt + 1),
             "LOCKSTEP_WORKSPACE": str(workdir),
             "LOCKSTEP_COMPONENTS_DIR": str(components),
