@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from lockstep.queue import schema as s
 from lockstep.queue.model import State
-from tests.system import System, sh, wait_started
+from tests.system import System, process_running, sh, wait_for, wait_started
 
 BAD = ("beta", "v1.2.0")
 
@@ -188,3 +188,47 @@ def test_once_is_refused_in_the_parallel_modes(tmp_path: Path) -> None:
     assert "--once" in proc.stderr and "--until-empty" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert system.item(item.id).state == State.QUEUED and system.gate_runs() == []
+
+
+def test_pause_abort_running_kills_the_runs_and_resume_lands(tmp_path: Path) -> None:
+    """`queue pause --abort-running` kills the runs in flight and starts nothing; after `queue
+    resume` the items are tested again and land."""
+    system = System.create(tmp_path, stages=("check",), configurations=("default",))
+    system.set_queue_settings(mode="speculative", runners=2)
+    release = system.root / "release"
+    system.set_rules({"check": {"wait_file": str(release)}})
+    ids = [system.submit(c, "v1.1.0").id for c in ("alpha", "beta")]
+    worker = system.start_worker("--json")
+    blocked = [wait_started(release, n, proc=worker) for n in (1, 2)]
+    paused = system.cli("queue", "pause", "--abort-running")
+    assert paused.returncode == 0, paused.stderr
+    for run in blocked:
+        wait_for(lambda run=run: not process_running(run["pid"]),  # type: ignore[misc]
+                 what="the aborted stages to be killed", proc=worker)
+    assert [system.item(i).state for i in ids] == [State.QUEUED, State.QUEUED]
+    out, err = worker.communicate(timeout=60)  # paused, nothing in flight: --until-empty stops
+    assert worker.returncode == 3, err
+    assert json.loads(out)["paused"] == "user" and len(system.gate_runs()) == 2
+
+    system.set_rules({})
+    resumed = system.cli("queue", "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert system.run_queue().landed == ids
+    assert len(system.gate_runs()) == 4
+
+
+def test_item_timeout_rejects_and_kills_the_stage(tmp_path: Path) -> None:
+    """A candidate outliving `item_timeout` fails: its item is rejected `item-timeout` and the
+    stage still running is killed."""
+    system = System.create(tmp_path, stages=("check",), configurations=("default",))
+    system.set_queue_settings(mode="speculative", runners=1, item_timeout=2)
+    release = system.root / "release"
+    system.set_rules({"check": {"wait_file": str(release)}})
+    item = system.submit("alpha", "v1.1.0").id
+    report = system.run_queue()
+    assert report.rejected == [item]
+    outcome = system.item(item).outcome
+    assert outcome["kind"] == "item-timeout" and "item_timeout" in outcome["message"]
+    started = json.loads(release.with_name("release.started.1").read_text())
+    assert not process_running(started["pid"])
+    assert system.remote_tags() == {}
