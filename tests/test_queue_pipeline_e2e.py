@@ -76,6 +76,10 @@ def test_speculative_lands_what_serial_lands(tmp_path: Path) -> None:
     assert {spec.tree_of(tag) for tag in spec.remote_tags()} <= tested
     assert spec.item(ids[2]).outcome["kind"] == "stage-failed"
     assert spec.item(ids[2]).outcome["log_tail"], "the rejection carries the failed run's log"
+    logs = spec.cli("queue", "logs", ids[2])
+    assert logs.returncode == 0 and "beta v1.2.0 is known bad" in logs.stdout, logs.stderr
+    shown = json.loads(spec.cli("queue", "show", ids[2], "--json").stdout)
+    assert [r["state"] for r in shown["runs"]][-1] == "failed"
     # The item behind the bad one was first built on top of it, then rebuilt without it.
     store = spec.store()
     with store.read() as c:

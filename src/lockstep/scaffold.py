@@ -24,7 +24,10 @@ name = "lockstep"
 email = "lockstep@localhost"
 
 [queue]
-mode = "serial"
+mode = "serial"               # one item at a time; "speculative" tests the next items on top
+                              # of it, "batch" several as one (docs/throughput.md), e.g.:
+# mode = "speculative"
+# runners = 4                 # runs this worker executes at once
 max_recoveries = 3            # an item whose worker died this often is rejected (worker-lost)
 infra_pause_after = 3         # pause the queue after this many infrastructure rejections in a row
 

@@ -13,8 +13,8 @@ from typing import Any
 from lockstep import names
 from lockstep.config import check_stage_coverage
 from lockstep.errors import NotFoundError, StateError, UsageError
-from lockstep.queue import scheduler
-from lockstep.queue.model import State, order
+from lockstep.queue import pipeline_leases, scheduler
+from lockstep.queue.model import State, item_id, order
 from lockstep.queue.store import Item, Store
 from lockstep.workspace import Workspace
 
@@ -265,7 +265,7 @@ def show(ws: Workspace, store: Store, seq: int) -> dict[str, Any]:
     """The `queue show ID --json` document."""
     with store.read() as c:
         item = store.item(c, seq)
-        runs = store.runs(c, seq)
+        runs = _runs(ws, store, c, seq)
         reasons, ordered = _wait_reasons(store, c, ws.config.queue.max_recoveries)
         deliveries = store.outbox_rows(c, seq)
         history = store.item_events(c, seq)
@@ -314,7 +314,7 @@ def log_files(ws: Workspace, store: Store, seq: int, stage: str | None,
         names.configuration_name(configuration)
     with store.read() as c:
         item = store.item(c, seq)
-        runs = store.runs(c, seq)
+        runs = _runs(ws, store, c, seq)
     if configuration is not None and configuration not in item.configurations:
         raise NotFoundError(f"{item.id} does not target configuration {configuration!r}",
                             f"its configurations: {', '.join(item.configurations)}")
@@ -324,6 +324,12 @@ def log_files(ws: Workspace, store: Store, seq: int, stage: str | None,
         if (stage is None or r["stage"] == stage)
         and (configuration is None or r["configuration"] == configuration)
     ]
+
+
+def _runs(ws: Workspace, store: Store, c: Any, seq: int) -> list[dict[str, Any]]:
+    """An item's runs: the serial worker's, then those of the pipeline candidates it was in."""
+    stages = [stage.name for stage in ws.config.stages]
+    return [*store.runs(c, seq), *pipeline_leases.item_runs(c, item_id(seq), stages)]
 
 
 def _iso(ts: float | None) -> str | None:

@@ -170,3 +170,19 @@ def landing_items(c: Connection) -> list[int]:
     own = c.execute(select(_k.own).where(_k.state == State.LANDING.value)
                     .order_by(_k.landing_order)).scalars()
     return [int(i[1:]) for text in own for i in json.loads(text)]
+
+
+def item_runs(c: Connection, item: str, stages: list[str]) -> list[dict[str, Any]]:
+    """The pipeline runs of the candidates that decided on an item, in start order, shaped as
+    the serial worker's run rows (`queue show`, `queue log` read both)."""
+    rows = c.execute(
+        select(_r.seq, _r.id, _r.candidate_id, _r.configuration, _r.stage, _r.attempt,
+               _r.state, _r.exit_code, _r.started_at, _r.ended_at, _r.holder, _r.log)
+        .select_from(s.pipeline_runs.join(s.candidates, _k.id == _r.candidate_id))
+        .where(_k.own.like(f'%"{item}"%')).order_by(_r.seq)).all()
+    return [{"id": f"{r.candidate_id}/{r.configuration}/{r.stage}/{r.attempt}",
+             "stage": stages[r.stage] if r.stage < len(stages) else str(r.stage),
+             "configuration": r.configuration, "state": r.state, "attempt": 0,
+             "try_no": r.attempt + 1, "exit_code": r.exit_code, "started_at": r.started_at,
+             "ended_at": r.ended_at, "worker": r.holder, "log": r.log or "",
+             "candidate": r.candidate_id} for r in rows]
