@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy import select
 
@@ -21,7 +22,15 @@ from lockstep.queue import store_url
 from lockstep.queue.model import State
 from lockstep.queue.store import Store
 from tests.infra import postgres
-from tests.system import REPO_ROOT, STARTED, System, process_running, sh, wait_started
+from tests.system import (
+    REPO_ROOT,
+    STARTED,
+    System,
+    process_running,
+    sh,
+    wait_for,
+    wait_started,
+)
 from tests.test_queue_pipeline_e2e import landed_manifests, twin
 
 COMPONENTS = ("alpha", "beta", "gamma")
@@ -188,3 +197,43 @@ def test_two_speculative_workers_on_one_sqlite_store_one_sigkilled(tmp_path: Pat
     assert (again, "passed") in {(run, state) for run, state, _ in runs}, "and ran again"
     tagged = Counter(i for items, _ in landed_manifests(system) for i in items.split())
     assert tagged == Counter(ids)
+
+
+def test_worker_stopped_holding_the_landing_lock_records_nothing(tmp_path: Path) -> None:
+    """Q18: a worker SIGSTOPped with the landing lock, its journal written and nothing pushed;
+    once the lock expired another worker finishes that landing from the journal; the stopped
+    worker, continued, finds its push refused or identical and records nothing: exactly one
+    commit and one tag, one landed journal row."""
+    system = System.create(tmp_path, stages=("check",), configurations=("default",))
+    system.set_queue_settings(mode="speculative", runners=1, lease_ttl=2)
+    item = system.submit("alpha", "v1.1.0").id
+    stalled = system.start_worker("--test-crash-at", "before-commit:stop", "--json")
+    wait_for(lambda: psutil.Process(stalled.pid).status() == psutil.STATUS_STOPPED,
+             what="the worker to stop itself with the landing lock", proc=stalled)
+    store = system.store()
+    with store.read() as c:
+        q = store.queue(c)
+        journal = c.execute(select(s.landings.c.state, s.landings.c.epoch)).all()
+    assert q.landing_holder and q.landing_holder.split(":")[1] == str(stalled.pid)
+    assert journal == [("open", q.landing_epoch)] and system.remote_tags() == {}
+    before = system.commits()
+
+    finisher = system.start_worker("--json")
+    out, err = finisher.communicate(timeout=120)
+    assert finisher.returncode == 0, err
+    assert json.loads(out)["landed"] == [item]
+    tags = system.remote_tags()
+    assert len(tags) == 1
+    head = system.remote_head()
+
+    stalled.send_signal(signal.SIGCONT)
+    out, err = stalled.communicate(timeout=120)
+    assert stalled.returncode == 0, err
+    assert json.loads(out)["landed"] == [], "the fenced worker records no landing"
+    assert system.remote_tags() == tags and system.remote_head() == head
+    assert system.commits()[1:] == before, "exactly one commit was added"
+    with store.read() as c:
+        rows = c.execute(select(s.landings.c.state)).scalars().all()
+    store.close()
+    assert rows == ["landed"]
+    assert system.item(item).state == State.LANDED

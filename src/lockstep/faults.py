@@ -42,14 +42,19 @@ POINTS = {
 }
 
 _armed: str | None = None
+_signal = signal.SIGKILL
 
 
 def arm(point: str) -> None:
-    """Arm one crash point for this process (tests only)."""
-    global _armed
-    if point not in POINTS:
-        raise UsageError(f"unknown crash point {point!r}", f"one of: {', '.join(POINTS)}")
-    _armed = point
+    """Arm one crash point for this process (tests only); `POINT:stop` stops the process there
+    (SIGSTOP, as a paused VM or a stalled machine) instead of killing it."""
+    global _armed, _signal
+    name, _, how = point.partition(":")
+    if name not in POINTS or how not in ("", "stop"):
+        raise UsageError(f"unknown crash point {point!r}",
+                         f"one of: {', '.join(POINTS)} (each optionally followed by :stop)")
+    _armed = name
+    _signal = signal.SIGSTOP if how == "stop" else signal.SIGKILL
 
 
 def armed() -> str | None:
@@ -58,6 +63,15 @@ def armed() -> str | None:
 
 
 def crashpoint(name: str, when: bool = True) -> None:
-    """SIGKILL this process if `name` is the armed point (and `when` holds); otherwise nothing."""
+    """SIGKILL (or SIGSTOP) this process if `name` is the armed point (and `when` holds);
+    otherwise nothing."""
     if _armed == name and when:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _signal)
+
+
+def announcement(what: str) -> str:
+    """The line an armed process writes on stderr when it starts."""
+    how = "SIGSTOPs" if _signal == signal.SIGSTOP else "SIGKILLs"
+    point = _armed or ""
+    return (f"lockstep: TEST FAULT INJECTION ARMED: this {what} {how} itself at {point!r} "
+            f"({POINTS.get(point, '')})\n")

@@ -33,8 +33,7 @@ def run(once: Annotated[bool, typer.Option(
 
     if test_crash_at is not None:
         faults.arm(test_crash_at)
-        sys.stderr.write(f"lockstep: TEST FAULT INJECTION ARMED: this controller SIGKILLs "
-                         f"itself at {test_crash_at!r} ({faults.POINTS[test_crash_at]})\n")
+        sys.stderr.write(faults.announcement("controller"))
 
     from lockstep.rollout.controller import Controller
     from lockstep.rollout.plan import Settings

@@ -70,8 +70,7 @@ def run(
 
     if test_crash_at is not None:
         faults.arm(test_crash_at)
-        sys.stderr.write(f"lockstep: TEST FAULT INJECTION ARMED: this worker SIGKILLs itself "
-                         f"at {test_crash_at!r} ({faults.POINTS[test_crash_at]})\n")
+        sys.stderr.write(faults.announcement("worker"))
 
     if sum([once, until_empty, forever]) > 1:
         raise UsageError("--once, --until-empty and --forever exclude each other",
