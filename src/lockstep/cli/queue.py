@@ -114,7 +114,6 @@ def status(
         from lockstep.queue.pipeline_settings import pipeline_settings
         from lockstep.queue.pipeline_view import annotate
 
-        data["queue"]["mode"] = ws.config.queue.mode
         annotate(data, store, pipeline_settings(ws.config))
     if json_out:
         print_json(data)

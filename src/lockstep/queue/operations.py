@@ -219,7 +219,7 @@ def status(ws: Workspace, store: Store, limit: int = RECENT,
         state = "waiting" if items else "idle"
     return {
         "queue": {
-            "mode": q.mode,
+            "mode": ws.config.queue.mode,  # the workers' configuration, not the row's default
             "state": state,
             "paused_reason": q.paused_reason,
             "paused_message": (paused_why or {}).get("message") if q.paused else None,
