@@ -425,6 +425,15 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     proc.wait()
 
 
+def process_started(pid: int) -> float | None:
+    """When a process started (what tells it from a later one reusing its pid), or None once
+    it is gone."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.NoSuchProcess:
+        return None
+
+
 def kill_orphaned_group(pid: int, started: float) -> bool:
     """SIGKILL what a dead worker's stage left: the process group its main process `pid`
     (started at `started`) led, even when that process has exited and only its children remain.

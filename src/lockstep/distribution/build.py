@@ -29,6 +29,7 @@ from lockstep.stages import (
     Outcome,
     kill_orphaned_group,
     prepare_workspace,
+    process_started,
     run_command,
     secret_env_names,
     stage_environment,
@@ -222,9 +223,8 @@ def _build(ws: Workspace, store: Store, tag: str, recorded: str, log: Path) -> N
     }, [*ws.config.queue.pass_env, *settings.pass_env], deny=secret_env_names(ws.config))
 
     def started(pid: int) -> None:
-        try:
-            when = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
+        when = process_started(pid)
+        if when is None:
             return
         with store.tx() as c:
             journal.set_values(c, tag, pid=pid, pid_started=when)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import functools
 import shutil
 import threading
-import time
 from collections.abc import Callable
 
-import psutil
+from sqlalchemy import Connection
 
 from lockstep import git
 from lockstep.errors import LockstepError
@@ -21,6 +20,7 @@ from lockstep.git import redact
 from lockstep.manifest import Manifest
 from lockstep.queue import candidate_tree, pipeline_leases
 from lockstep.queue.candidate_tree import git_lock
+from lockstep.queue.lease import keep_alive
 from lockstep.queue.pipeline import RunState, StartRun
 from lockstep.queue.store import HOST, Item
 from lockstep.queue.worker_context import WorkerContext
@@ -29,6 +29,7 @@ from lockstep.stages import (
     RunResult,
     environment_for,
     prepare_workspace,
+    process_started,
     run_command,
     run_upgrade,
 )
@@ -108,24 +109,15 @@ class CandidateRunner:
                    stop: threading.Event) -> None:
         """Renew the run's lease every lease_ttl/4, check it every second; set `lost` when the
         run was killed by a round or taken over."""
-        store, ttl = self.ctx.store, self.ctx.settings.lease_ttl
-        renewed = time.monotonic()
-        while not stop.wait(min(1.0, ttl / 4)):
-            renew = time.monotonic() - renewed >= ttl / 4
-            try:
-                with store.tx() if renew else store.read() as c:
-                    if renew:
-                        ok = pipeline_leases.renew(store, c, run, token)
-                        store.heartbeat(c, self.ctx.worker_id)
-                    else:
-                        ok = pipeline_leases.holds(c, run, token)
-            except Exception:  # noqa: S112 - a busy store is retried next beat
-                continue
-            if renew:
-                renewed = time.monotonic()
-            if not ok:
-                lost.set()
-                return
+        store = self.ctx.store
+
+        def renew(c: Connection) -> bool:
+            ok = pipeline_leases.renew(store, c, run, token)
+            store.heartbeat(c, self.ctx.worker_id)
+            return ok
+
+        keep_alive(store, self.ctx.settings.lease_ttl, renew,
+                   lambda c: pipeline_leases.holds(c, run, token), lost, stop)
 
     def _run(self, run: StartRun, lost: threading.Event) -> RunResult:
         """Prepare the run's workspace at the candidate tree and run its stage there."""
@@ -185,9 +177,8 @@ class CandidateRunner:
 
     def _record_pid(self, run: str, pid: int) -> None:
         """Remember the stage's process, so a worker that finds this one dead can kill it."""
-        try:
-            started = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
+        started = process_started(pid)
+        if started is None:
             return
         with self.ctx.store.tx() as c:
             pipeline_leases.set_run_process(c, run, HOST, pid, started)

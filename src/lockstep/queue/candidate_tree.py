@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lockstep import git
-from lockstep.errors import ConfigError, GitError
+from lockstep.errors import ConfigError
 from lockstep.manifest import Manifest, Pin
 from lockstep.queue import candidate as candidate_mod
+from lockstep.queue.freshness import descends
 from lockstep.queue.store import Item
 from lockstep.workspace import Workspace
 
@@ -65,14 +66,9 @@ def superseded(ws: Workspace, item: Item, configuration: str, pin: Pin) -> str |
               if configuration in at_submit.configurations else None)
     if before is not None and before.sha == pin.sha:
         return None  # the pin predates the submission: a downgrade is deliberate
-    repo = ws.components.path(item.component)
-    try:
-        descends = git.is_ancestor(repo, item.sha, pin.sha)
-    except GitError:  # an object is missing from the mirror: fetch, then ask again
-        ws.components.ensure(item.component, pin.sha)
-        ws.components.ensure(item.component, item.sha)
-        descends = git.is_ancestor(repo, item.sha, pin.sha)
-    return f"{item.component} {pin.version}" if descends else None
+    if descends(ws, item.component, item.sha, pin.sha):
+        return f"{item.component} {pin.version}"
+    return None
 
 
 def build(ws: Workspace, items: Sequence[Item], own: Sequence[int], key: str,

@@ -34,14 +34,7 @@ def superseding(ctx: WorkerContext, item: Item, head: str, configuration: str,
         return None
     if not git.is_ancestor(ws.root, since, head):
         return None  # history was rewritten since the submit: test the bump
-    repo = ws.components.path(item.component)
-    try:
-        descends = git.is_ancestor(repo, item.sha, pin.sha)
-    except GitError:  # an object is missing from the mirror: fetch, then ask again
-        ws.components.ensure(item.component, pin.sha)
-        ws.components.ensure(item.component, item.sha)
-        descends = git.is_ancestor(repo, item.sha, pin.sha)
-    if not descends:
+    if not descends(ws, item.component, item.sha, pin.sha):
         return None
     commit = _commit_that_pinned(ws, since, head, configuration, item.component, pin.sha)
     if commit is None:
@@ -55,6 +48,18 @@ def superseding(ctx: WorkerContext, item: Item, head: str, configuration: str,
             if other.component == item.component and other.sha == pin.sha:
                 return other.id
     return commit
+
+
+def descends(ws: Workspace, component: str, ancestor: str, sha: str) -> bool:
+    """Whether commit `sha` of a component descends from `ancestor` (fetching either into the
+    component's mirror when it is missing)."""
+    repo = ws.components.path(component)
+    try:
+        return git.is_ancestor(repo, ancestor, sha)
+    except GitError:  # an object is missing from the mirror: fetch, then ask again
+        ws.components.ensure(component, sha)
+        ws.components.ensure(component, ancestor)
+        return git.is_ancestor(repo, ancestor, sha)
 
 
 def _commit_that_pinned(ws: Workspace, since: str, head: str, configuration: str,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from lockstep.queue.store import Store
 from lockstep.queue.worker_context import WorkerContext
 
 
@@ -68,29 +69,17 @@ class LeaseKeeper:
         store, settings = self.ctx.store, self.ctx.settings
         lost = threading.Event()
         done = threading.Event()
-        check_every = min(1.0, settings.lease_ttl / 4)
+
+        def renew(c: Any) -> bool:
+            ok = store.renew_lease(c, seq, token, settings.lease_ttl)
+            if landing:
+                ok = ok and store.renew_landing_lock(c, self.ctx.worker_id, self.epoch,
+                                                     settings.lease_ttl)
+            return ok
 
         def beat() -> None:
-            """The heartbeat thread: check or renew until done, or until the lease is lost."""
-            renewed = time.monotonic()
-            while not done.wait(check_every):
-                renew = time.monotonic() - renewed >= settings.lease_ttl / 4
-                try:
-                    with store.tx() if renew else store.read() as c:
-                        if renew:
-                            ok = store.renew_lease(c, seq, token, settings.lease_ttl)
-                            if landing:
-                                ok = ok and store.renew_landing_lock(
-                                    c, self.ctx.worker_id, self.epoch, settings.lease_ttl)
-                        else:
-                            ok = store.holds_lease(c, seq, token)
-                except Exception:  # noqa: S112 - a busy store is retried next beat
-                    continue
-                if renew:
-                    renewed = time.monotonic()
-                if not ok:
-                    lost.set()
-                    return
+            keep_alive(self.ctx.store, settings.lease_ttl, renew,
+                       lambda c: store.holds_lease(c, seq, token), lost, done)
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{seq}", daemon=True)
         thread.start()
@@ -99,3 +88,23 @@ class LeaseKeeper:
         finally:
             done.set()
             thread.join()
+
+
+def keep_alive(store: Store, ttl: float, renew: Callable[[Any], bool],
+               holds: Callable[[Any], bool], lost: threading.Event,
+               done: threading.Event) -> None:
+    """A heartbeat thread's loop: `renew` (in a write transaction) every ttl/4 and `holds` (a
+    read) every second in between, until `done`; set `lost` and stop once either says no."""
+    renewed = time.monotonic()
+    while not done.wait(min(1.0, ttl / 4)):
+        due = time.monotonic() - renewed >= ttl / 4
+        try:
+            with store.tx() if due else store.read() as c:
+                ok = renew(c) if due else holds(c)
+        except Exception:  # noqa: S112 - a busy store is retried next beat
+            continue
+        if due:
+            renewed = time.monotonic()
+        if not ok:
+            lost.set()
+            return

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from lockstep.config import Stage
 from lockstep.errors import LockstepError
 from lockstep.manifest import Manifest
@@ -30,6 +28,7 @@ from lockstep.stages import (
     environment_for,
     kill_orphaned_group,
     prepare_workspace,
+    process_started,
     run_command,
     run_upgrade,
 )
@@ -142,9 +141,8 @@ class StageRunner:
 
     def _record_pid(self, run_id: int, pid: int) -> None:
         """Remember the stage's process so a later worker can kill it if this one dies."""
-        try:
-            started = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
+        started = process_started(pid)
+        if started is None:
             return
         with self.ctx.store.tx() as c:
             self.ctx.store.set_run(c, run_id, host=HOST, pid=pid, pid_started=started)
