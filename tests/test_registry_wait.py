@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from lockstep.errors import ArtifactTimeoutError, RegistryAuthError, RegistryProtocolError
-from lockstep.registry.distribution import DistributionSource, RegistrySettings
+from lockstep.registry.distribution import REQUEST_DEADLINE, DistributionSource, RegistrySettings
 from lockstep.registry.wait import (
     Found,
     Poll,
@@ -24,6 +24,9 @@ from lockstep.registry.wait import (
 from tests.infra.registry import FaultProxy, Registry, push_image, push_index, running_registry
 
 FAST = Poll(initial=0.05, max=0.2)
+# The per-request deadline of the fault tests, shorter than the 10 s default so that a hang costs
+# 2 s, not 10; the trickling proxy sends each byte well within it (see test_default_deadline).
+DEADLINE = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +37,14 @@ def reg() -> Iterator[Registry]:
 
 @pytest.fixture
 def proxy(reg: Registry) -> Iterator[FaultProxy]:
-    p = FaultProxy(reg.url)
+    p = FaultProxy(reg.url, trickle_every=DEADLINE * 0.75)
     yield p
     p.close()
 
 
-def source(host: str) -> DistributionSource:
-    return DistributionSource(RegistrySettings(host, scheme="http"))
+def source(host: str, request_deadline: float = REQUEST_DEADLINE) -> DistributionSource:
+    return DistributionSource(RegistrySettings(host, scheme="http"),
+                              request_deadline=request_deadline)
 
 
 class Recorder:
@@ -133,22 +137,28 @@ def test_multi_arch_index_digest_from_head(reg: Registry) -> None:
     assert found.media_type == "application/vnd.oci.image.index.v1+json"
 
 
+def test_default_deadline_is_10s_for_the_whole_request() -> None:
+    with source("127.0.0.1:5000") as src:
+        assert src.request_deadline == REQUEST_DEADLINE == 10.0
+
+
 def test_500_hang_trickle_then_recovery(reg: Registry, proxy: FaultProxy) -> None:
     digest = push_image(reg, "fault/app", "1.0")
     proxy.queue("500", "hang", "trickle")
     rec = Recorder()
-    with source(proxy.host) as src:
+    with source(proxy.host, DEADLINE) as src:
         found = wait_for_artifact(src, "fault/app", "1.0", timeout=60, poll=FAST, progress=rec)
     assert found.digest == digest
     lasts = [p.last for p in rec.checks]
-    assert lasts == ["500 Internal Server Error", "no complete answer within 10s",
-                     "no complete answer within 10s", "200"]
+    assert lasts == ["500 Internal Server Error", "no complete answer within 2s",
+                     "no complete answer within 2s", "200"]
     assert [p.transient for p in rec.checks] == [True, True, True, False]
     for p in rec.checks:
-        assert p.check_seconds is not None and p.check_seconds < 10.5
+        assert p.check_seconds is not None and p.check_seconds < DEADLINE + 0.5
     assert [s.mode for s in proxy.seen] == ["500", "hang", "trickle", "pass"]
     hang = proxy.seen[1]
-    assert hang.ended is not None and 9.5 < hang.ended - hang.started < 10.5  # client gave up
+    # the client gave up at its deadline
+    assert hang.ended is not None and DEADLINE - 0.5 < hang.ended - hang.started < DEADLINE + 0.5
 
 
 def test_refused_connection_is_transient_until_timeout() -> None:

@@ -91,7 +91,8 @@ class TokenServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _token_handler(self))
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        kwargs={"poll_interval": 0.05})  # quick shutdown()
         self._thread.start()
 
     @property
@@ -387,11 +388,13 @@ class FaultProxy:
 
     "500", "403", "429:<seconds>", "404-text" (a router's text/plain 404), "strip-accept"
     (forwarded with only a Docker v2 Accept, so the real registry refuses the OCI manifest),
-    "hang" (never answers), "trickle" (one byte of headers every 9 s), "redirect:<url>".
+    "hang" (never answers), "trickle" (one byte of headers every `trickle_every` seconds: each
+    read in time, the whole answer never), "redirect:<url>".
     """
 
-    def __init__(self, upstream: str, verify: Any = True) -> None:
+    def __init__(self, upstream: str, verify: Any = True, trickle_every: float = 9.0) -> None:
         self.upstream = upstream
+        self.trickle_every = trickle_every
         self.modes: list[str] = []
         self.seen: list[Seen] = []
         self.stopping = threading.Event()
@@ -400,7 +403,8 @@ class FaultProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        kwargs={"poll_interval": 0.05})  # quick shutdown()
         self._thread.start()
 
     @property
@@ -461,7 +465,7 @@ def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 for byte in b"HTTP/1.1 200 OK\r\nX-Slow: yes\r\n\r\n":
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
-                    if proxy.stopping.wait(9):
+                    if proxy.stopping.wait(proxy.trickle_every):
                         return
                 return
             if mode.startswith("redirect:"):
