@@ -373,7 +373,9 @@ class ManagedService:
         the background. Raises Refused (exit non-zero) or Fenced (exit 0) before listening."""
         rule = self._boot()
         self._server = bind_http(self._internal_addr, _protocol_handler(self), "internal listener")
-        self._spawn(self._server.serve_forever, "internal-http")
+        server = self._server
+        # A short poll: stopping the service must not wait up to half a second for the loop.
+        self._spawn(lambda: server.serve_forever(poll_interval=0.05), "internal-http")
         self._spawn(self._watch_fence, "fence-watch")
         log.info("generation %d of %s booted %s (stateGeneration %d); internal listener %s:%d",
                  self.generation, self.release, rule.value, self._boot_generation,

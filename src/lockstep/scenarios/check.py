@@ -39,7 +39,7 @@ class StepContext:
     deadline: float | None = None  # time.monotonic() value after which the step has timed out
 
     def eventually(self, fn: Callable[[], _T], timeout: float = 300.0,
-                   interval: float = 0.5) -> _T:
+                   interval: float = 0.1) -> _T:
         """`fn()`'s result once it stops raising; its last error if `timeout` (capped by the
         step's deadline) passes first. Steps run while the system may still be catching up."""
         end = time.monotonic() + timeout
