@@ -9,6 +9,8 @@ probability `--p`), and the lander lands what the previous round handed it; then
 timed: `pass` (pass, land, admit the next item, start its run) or `fail` (fail, reject, rebuild
 the seven candidates behind, start eight runs), then `idle` (nothing changed: nothing to
 record). `fill` is the first round (an empty pipeline filled; statement caches still cold).
+`apply` is the recording: one executemany per table on SQLite, two statements on PostgreSQL (the
+queue row, then every other row in one), whatever the number of actions.
 
 It runs on SQLite (a file in a temporary directory, WAL, synchronous=FULL) and on a throwaway
 PostgreSQL server started as the tests start theirs (tests/infra/postgres.py), and times the

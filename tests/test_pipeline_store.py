@@ -7,16 +7,17 @@ import heapq
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection, event, select, text, update
 
 from lockstep.queue import pipeline_store as ps
 from lockstep.queue import schema as s
 from lockstep.queue import store_url
 from lockstep.queue.model import State
 from lockstep.queue.pipeline import (
+    Action,
     CancelRequest,
     DrainRequest,
     Event,
@@ -29,9 +30,11 @@ from lockstep.queue.pipeline import (
     WindowKind,
     decide,
 )
+from lockstep.queue.pipeline.transitions import Transitions
 from lockstep.queue.store import Store
 from lockstep.sim.engine import Simulation
 from lockstep.sim.params import Distribution, SimParams, SimStage
+from lockstep.sim.world import World
 from tests.infra import postgres
 
 postgres_server = postgres.postgres_server
@@ -209,6 +212,59 @@ def test_snapshot_reads_the_front_only_in_queue_order(store: Store, url: str | N
                 detail = " ".join(str(row[-1]) for row in plan)
                 assert "ix_items_positioned" in detail or "ix_items_waiting" in detail, detail
                 assert "TEMP B-TREE" not in detail, detail
+
+
+def test_every_action_has_one_transition() -> None:
+    """The store and the simulator apply every action type through the one `Transitions`."""
+    assert set(Transitions._ACTIONS) == set(get_args(Action))
+    assert issubclass(World, Transitions) and issubclass(ps._Applier, Transitions)
+
+
+def test_a_failing_head_is_recorded_in_few_statements(store: Store) -> None:
+    """A round where the head fails (reject, rebuild the 7 candidates behind, start 8 runs)
+    writes its rows in one statement on PostgreSQL, and in one executemany per table and kind
+    of change on SQLite; the rebuilt candidates run, each lease with its own token."""
+    settings = PipelineSettings(mode=Mode.SPECULATIVE)
+    with store.tx() as c:
+        for k in range(8):
+            ps.add_runner(c, f"r{k + 1}")
+        items = submit(store, c, 12)
+        round_trip(store, c, settings, 0.0)
+        head = ps.read_snapshot(store, c, settings).candidates["c1"]
+        assert ps.finish_run(c, head.runs[0].id, ps.RunState.FAILED, 1, 10.0)
+    writes: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if not statement.lstrip().upper().startswith("SELECT"):
+            writes.append(statement)
+
+    with store.tx() as c:
+        snap = ps.read_snapshot(store, c, settings)
+        decisions = decide(snap, (), 10.0)
+        event.listen(store.engine, "before_cursor_execute", count)
+        try:
+            ps.apply_decisions(store, c, snap, decisions, 10.0)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", count)
+        after = ps.read_snapshot(store, c, settings)
+    kinds = {type(a).__name__ for a in decisions.actions}
+    assert {"FailCandidate", "Reject", "Discard", "StartCandidate", "StartRun"} <= kinds
+    assert len(writes) == (1 if store.is_postgres else 9), writes
+    assert [(i.id, i.state) for i in after.items[:8]] == [
+        (i, State.TESTING) for i in items[1:9]]
+    assert sorted(r.run or "" for r in after.runners) == sorted(
+        run.id for cand in after.candidates.values() for run in cand.runs
+        if run.state == ps.RunState.RUNNING)
+    with store.read() as c:
+        outcome = store.item(c, int(items[0][1:])).outcome or {}
+        killed = c.execute(select(s.pipeline_runs.c.id).where(
+            s.pipeline_runs.c.state == "killed", s.pipeline_runs.c.wasted == 1)).scalars()
+        assert len(list(killed)) == 7
+        tokens = c.execute(select(s.pipeline_runs.c.lease_token).where(
+            s.pipeline_runs.c.state == "running")).scalars().all()
+        lease_seq = c.execute(select(s.queues.c.lease_seq)).scalar_one()
+    assert outcome["rejected"] == "stage-failed"
+    assert sorted(tokens) == list(range(9, 17)) and lease_seq == 16  # 8 at the fill, 8 now
 
 
 # --- the store and the simulator agree ---------------------------------------------------------

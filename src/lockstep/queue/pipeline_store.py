@@ -12,7 +12,7 @@ import functools
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -90,15 +90,14 @@ _SET_QUEUE = update(s.queues).where(s.queues.c.id == QUEUE_ID)
 _ADD_RUN = insert(s.pipeline_runs).values(
     holder=select(s.runners.c.worker).where(s.runners.c.id == _b("runner"))
     .scalar_subquery())
-# Plain executemany INSERTs: psycopg pipelines them; with RETURNING, SQLAlchemy would send
-# multi-row INSERTs instead, whose text psycopg parses anew each time (measured slower).
+# SQLite writes a round's rows with these executemany statements (PostgreSQL: `_PG_WRITE`).
 _ADD_CANDIDATE = insert(s.candidates)
 _EVENTS = insert(s.events)
 
 
 class _Bulk:
-    """An UPDATE of many rows of one table by key, as one executemany (psycopg pipelines it; a
-    per-round `UPDATE … FROM (VALUES …)` measured slower: it is compiled anew each time)."""
+    """An UPDATE of many rows of one table by key, as one executemany (SQLite: in process, a
+    statement costs no round trip)."""
 
     def __init__(self, table: Any, key: str, columns: tuple[str, ...],
                  fixed: dict[str, Any] | None = None) -> None:
@@ -418,9 +417,12 @@ class _Applier(Transitions):
 
     def write(self, store: Store) -> None:
         """Write every changed row: queue (and the run leases' tokens), candidates, runs,
-        items, runners, events."""
-        c = self.c
+        items, runners and events (on PostgreSQL all in one statement)."""
         changed = {k: v for k, v in self.queue().items() if v != self.start_queue[k]}
+        if store.is_postgres:
+            _write_postgres(self.c, self._rows(), changed, len(self.started), store.lease_ttl)
+            return
+        c = self.c
         if self.started:  # one lease token per run, and the clock, in the queue row's update
             last, clock = c.execute(_SET_QUEUE.values(
                 lease_seq=s.queues.c.lease_seq + len(self.started), **changed)
@@ -433,37 +435,172 @@ class _Applier(Transitions):
                            lease_expires_at=expires if running else None)
         elif changed:
             c.execute(_SET_QUEUE.values(**changed))
-        new = [row for row in self.cands.values() if row["new"]]
-        if new:
-            c.execute(_ADD_CANDIDATE, [{
+        _write_each(c, self._rows())
+
+    def _rows(self) -> _Rows:
+        """The rows to insert or update, per table."""
+        return _Rows(
+            new_candidates=[{
                 "id": r["id"], "queue_id": QUEUE_ID, "items": json.dumps(list(r["items"])),
                 "own": json.dumps(list(r["own"])),
                 "configurations": json.dumps(list(r["configurations"])), "state": r["state"],
                 "base_landed": r["base_landed"], "base_external": r["base_external"],
                 "started_at": r["started_at"], "failure": r["failure"], "why": r["why"],
-                "ended_at": r["ended_at"], "landing_order": r["landing_order"]} for r in new])
-        _SET_CANDIDATE.run(c, [{
-            "id": r["id"], "state": r["state"], "failure": r["failure"], "why": r["why"],
-            "ended_at": r["ended_at"], "landing_order": r["landing_order"]}
-            for r in self.cands.values() if not r["new"]])
-        if self.started:
-            c.execute(_ADD_RUN, [{**{k: v for k, v in self.runs[r].items() if k != "new"},
-                                  "b_runner": self.runs[r]["runner"]} for r in self.started])
-        _KILL_RUN.run(c, [{"id": r["id"], "state": r["state"], "ended_at": r["ended_at"]}
-                          for r in self.runs.values() if not r["new"] and r["state"] is not None])
-        _WASTE_RUN.run(c, [{"id": r["id"]} for r in self.runs.values()
-                           if not r["new"] and r["state"] is None])
-        _SET_ITEM.run(c, [{
-            "seq": _seq(item), "state": row["state"], "candidate_id": row["candidate"],
-            "position": row["position"], "group": row["group"], "updated_at": self.wall}
-            for item, row in self.items.items()])
-        _SET_OUTCOME.run(c, [{"seq": _seq(item), "outcome": outcome}
-                             for item, outcome in self.outcomes.items()])
-        _SET_RUNNER.run(c, [{"id": rid, "run": run, "pool": pool}
-                            for rid, (run, pool) in self.runners.items()
-                            if (run, pool) != self.start_runners[rid]])
-        if self.events:
-            c.execute(_EVENTS, self.events)
+                "ended_at": r["ended_at"], "landing_order": r["landing_order"]}
+                for r in self.cands.values() if r["new"]],
+            candidates=[{
+                "id": r["id"], "state": r["state"], "failure": r["failure"], "why": r["why"],
+                "ended_at": r["ended_at"], "landing_order": r["landing_order"]}
+                for r in self.cands.values() if not r["new"]],
+            new_runs=[{k: v for k, v in self.runs[r].items() if k != "new"}
+                      for r in self.started],
+            killed=[{"id": r["id"], "state": r["state"], "ended_at": r["ended_at"]}
+                    for r in self.runs.values() if not r["new"] and r["state"] is not None],
+            wasted=[{"id": r["id"]} for r in self.runs.values()
+                    if not r["new"] and r["state"] is None],
+            items=[{"seq": _seq(item), "state": row["state"], "candidate_id": row["candidate"],
+                    "position": row["position"], "group": row["group"], "updated_at": self.wall,
+                    "outcome": self.outcomes.get(item)}
+                   for item, row in self.items.items()],
+            runners=[{"id": rid, "run": run, "pool": pool}
+                     for rid, (run, pool) in self.runners.items()
+                     if (run, pool) != self.start_runners[rid]],
+            events=self.events)
+
+
+@dataclass
+class _Rows:
+    """The rows one round inserts or updates, per table (dicts by column name)."""
+
+    new_candidates: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    new_runs: list[dict[str, Any]]
+    killed: list[dict[str, Any]]  # runs killed: state, ended_at (and wasted)
+    wasted: list[dict[str, Any]]  # runs of a discarded candidate that had ended
+    items: list[dict[str, Any]]  # outcome: None leaves the column as it is
+    runners: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+
+def _write_each(c: Connection, rows: _Rows) -> None:
+    """Write the rows with one executemany per table and kind of change (SQLite, in process:
+    a statement costs no round trip)."""
+    if rows.new_candidates:
+        c.execute(_ADD_CANDIDATE, rows.new_candidates)
+    _SET_CANDIDATE.run(c, rows.candidates)
+    if rows.new_runs:
+        c.execute(_ADD_RUN, [{**run, "b_runner": run["runner"]} for run in rows.new_runs])
+    _KILL_RUN.run(c, rows.killed)
+    _WASTE_RUN.run(c, rows.wasted)
+    _SET_ITEM.run(c, [{k: v for k, v in row.items() if k != "outcome"} for row in rows.items])
+    _SET_OUTCOME.run(c, [{"seq": row["seq"], "outcome": row["outcome"]} for row in rows.items
+                         if row["outcome"] is not None])
+    _SET_RUNNER.run(c, rows.runners)
+    if rows.events:
+        c.execute(_EVENTS, rows.events)
+
+
+# PostgreSQL: a round's rows in one statement of data-modifying CTEs, each fed by unnest() over
+# one array per column: one round trip whatever the number of actions. Its text varies only with
+# the queue columns that changed (a few combinations), so psycopg prepares each after a few
+# rounds. The queue row's update returns the lease counter and the clock the new runs' lease
+# tokens and expiries are computed from (it is skipped when neither changed). The CTEs touch
+# disjoint rows (new rows are inserted with their final values), as PostgreSQL requires.
+_PG_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "new_candidates": (
+        ("id", "varchar"), ("queue_id", "int"), ("items", "text"), ("own", "text"),
+        ("configurations", "text"), ("state", "varchar"), ("base_landed", "int"),
+        ("base_external", "int"), ("started_at", "float8"), ("failure", "text"),
+        ("why", "varchar"), ("ended_at", "float8"), ("landing_order", "int")),
+    "candidates": (("id", "varchar"), ("state", "varchar"), ("failure", "text"),
+                   ("why", "varchar"), ("ended_at", "float8"), ("landing_order", "int")),
+    "new_runs": (
+        ("id", "varchar"), ("candidate_id", "varchar"), ("configuration", "varchar"),
+        ("stage", "int"), ("attempt", "int"), ("state", "varchar"), ("runner", "varchar"),
+        ("exit_code", "int"), ("started_at", "float8"), ("ended_at", "float8"),
+        ("wasted", "int"), ("log", "text")),
+    "killed": (("id", "varchar"), ("state", "varchar"), ("ended_at", "float8")),
+    "wasted": (("id", "varchar"),),
+    "items": (("seq", "int"), ("state", "varchar"), ("candidate_id", "varchar"),
+              ("position", "int"), ("group", "int"), ("updated_at", "float8"),
+              ("outcome", "text")),
+    "runners": (("id", "varchar"), ("run", "varchar"), ("pool", "varchar")),
+    "events": (("at", "float8"), ("item_seq", "int"), ("kind", "varchar"), ("detail", "text")),
+}
+
+
+def _unnest(part: str, ordinal: str | None = None) -> str:
+    """`unnest(arrays) AS v(columns)`: one row per element, one array parameter per column
+    (and the element's 1-based index as column `ordinal`)."""
+    arrays = ", ".join(f"%({part}_{name})s::{kind}[]" for name, kind in _PG_COLUMNS[part])
+    if ordinal is None:
+        return f"unnest({arrays}) AS v({_names(part)})"
+    return f"unnest({arrays}) WITH ORDINALITY AS v({_names(part)}, {ordinal})"
+
+
+def _names(part: str, prefix: str = "") -> str:
+    """The part's columns, quoted (and qualified by `prefix`)."""
+    return ", ".join(f'{prefix}"{name}"' for name, _ in _PG_COLUMNS[part])
+
+
+_PG_WRITE = f"""
+WITH q AS (
+  UPDATE queues SET lease_seq = lease_seq + %(leases)s{{queue_sets}}
+  WHERE id = %(queue_id)s AND %(touch)s
+  RETURNING lease_seq, CAST(extract(epoch FROM now()) AS float8) AS clock),
+add_candidates AS (
+  INSERT INTO candidates ({_names("new_candidates")})
+  SELECT * FROM {_unnest("new_candidates")}),
+set_candidates AS (
+  UPDATE candidates AS k SET state = v.state, failure = v.failure, why = v.why,
+    ended_at = v.ended_at, landing_order = v.landing_order
+  FROM {_unnest("candidates")} WHERE k.id = v.id),
+add_runs AS (
+  INSERT INTO pipeline_runs ({_names("new_runs")}, lease_token, lease_expires_at, holder)
+  SELECT {_names("new_runs", "v.")}, q.lease_seq - %(leases)s + v.k,
+    CASE WHEN v.state = 'running' THEN q.clock + %(ttl)s END,
+    (SELECT r.worker FROM runners AS r WHERE r.id = v.runner)
+  FROM {_unnest("new_runs", ordinal="k")} CROSS JOIN q),
+kill_runs AS (
+  UPDATE pipeline_runs AS p SET state = v.state, ended_at = v.ended_at, wasted = 1,
+    lease_expires_at = NULL
+  FROM {_unnest("killed")} WHERE p.id = v.id),
+waste_runs AS (
+  UPDATE pipeline_runs AS p SET wasted = 1 FROM {_unnest("wasted")} WHERE p.id = v.id),
+set_items AS (
+  UPDATE items AS i SET state = v.state, candidate_id = v.candidate_id,
+    position = v.position, "group" = v."group", updated_at = v.updated_at,
+    outcome = COALESCE(v.outcome, i.outcome)
+  FROM {_unnest("items")} WHERE i.seq = v.seq),
+set_runners AS (
+  UPDATE runners AS r SET run = v.run, pool = v.pool FROM {_unnest("runners")}
+  WHERE r.id = v.id)
+INSERT INTO events ({_names("events")}) SELECT * FROM {_unnest("events")}
+"""  # noqa: S608 (built once, from the constant column lists above)
+
+
+@functools.lru_cache(maxsize=64)
+def _pg_write(queue_columns: tuple[str, ...]) -> str:
+    """`_PG_WRITE` setting these queue columns too (from parameters `queue_<column>`)."""
+    sets = "".join(f', "{name}" = %(queue_{name})s' for name in queue_columns)
+    return _PG_WRITE.replace("{queue_sets}", sets)
+
+
+def _write_postgres(c: Connection, rows: _Rows, queue: dict[str, Any], leases: int,
+                    ttl: float) -> None:
+    """Write the rows, the queue's changed columns and `leases` new lease tokens in one
+    statement, each column's values as one array; new runs lease for `ttl` seconds."""
+    touch = bool(queue) or leases > 0
+    if not touch and not any(getattr(rows, part) for part in _PG_COLUMNS):
+        return
+    params: dict[str, Any] = {"queue_id": QUEUE_ID, "touch": touch, "leases": leases,
+                              "ttl": ttl}
+    params.update((f"queue_{name}", value) for name, value in queue.items())
+    for part, columns in _PG_COLUMNS.items():
+        table = getattr(rows, part)
+        for name, _ in columns:
+            params[f"{part}_{name}"] = [row[name] for row in table]
+    c.exec_driver_sql(_pg_write(tuple(sorted(queue))), params)
 
 
 # --- what runners, the lander and the worker report --------------------------------------------

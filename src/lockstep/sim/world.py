@@ -11,30 +11,19 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lockstep.queue.model import TERMINAL, State
+from lockstep.queue.model import State
 from lockstep.queue.pipeline import (
-    Action,
     CandidateSnap,
-    Discard,
-    DrainQueue,
-    Enter,
-    FailCandidate,
+    Failure,
     ItemSnap,
-    Land,
-    PassCandidate,
-    PauseQueue,
     QueueSnap,
-    Reject,
-    ResumeQueue,
     RunnerSnap,
     RunSnap,
     RunState,
-    SetWindow,
-    Split,
     StartCandidate,
     StartRun,
-    WithdrawItem,
 )
+from lockstep.queue.pipeline.transitions import Transitions
 from lockstep.sim.params import SimParams
 
 EXIT_INFRA = 75
@@ -77,8 +66,9 @@ class _Run:
     exit_code: int
 
 
-class World:
-    """Store, runners, lander and the simulated test outcomes of one repetition."""
+class World(Transitions):
+    """Store, runners, lander and the simulated test outcomes of one repetition; the actions
+    change its rows as `Transitions` says, as they change a store's."""
 
     def __init__(self, params: SimParams, rng_runs: random.Random,
                  bad: dict[str, frozenset[int]]) -> None:
@@ -98,6 +88,7 @@ class World:
         self.landed_count = 0
         self.window: int | None = None
         self.paused = False
+        self.paused_reason: str | None = None
         self.draining = False
         self.infra_streak = 0
         self.next_candidate = self.next_group = self.next_position = 1
@@ -122,6 +113,7 @@ class World:
             landed_count=self.landed_count,
             window=self.window,
             paused=self.paused,
+            paused_reason=self.paused_reason,
             draining=self.draining,
             infra_streak=self.infra_streak,
             next_candidate=self.next_candidate,
@@ -169,72 +161,79 @@ class World:
         self.lander_busy = False
         self._next_landing(now)
 
-    # --- applying decisions --------------------------------------------------------------------
+    # --- the rows the actions change (lockstep.queue.pipeline.transitions) ---------------------
 
-    def apply(self, action: Action, now: float) -> None:
-        """Apply one action as a worker would, in one store transaction."""
-        if type(action) is StartRun:
-            self._start_run(action, now)
-        elif isinstance(action, StartCandidate):
-            self.candidates[action.candidate] = CandidateSnap(
-                action.candidate, action.items, action.own, action.configurations, State.TESTING,
-                action.base_landed, action.base_external, now)
-            self.next_candidate = max(self.next_candidate, int(action.candidate[1:]) + 1)
-            for item in action.own:
-                self._set(item, State.TESTING, candidate=action.candidate)
-        elif isinstance(action, Enter):
-            for k, item in enumerate(action.items):
-                self._set(item, None, position=action.first_position + k, group=action.group)
-                self.waiting.remove(item)
-                self.started.append(item)
-            self.next_position = action.first_position + len(action.items)
-            if action.group is not None:
-                self.next_group = max(self.next_group, action.group + 1)
-        elif isinstance(action, Discard):
-            c = self.candidates.pop(action.candidate)
-            self._kill(c, now)
-            self.measures.wasted += len(c.runs)
-            for item in c.own:
-                if self.states[item] not in TERMINAL:
-                    self._set(item, State.QUEUED, candidate=None)
-        elif isinstance(action, PassCandidate):
-            c = self.candidates[action.candidate]
-            self.candidates[c.id] = evolve(c, state=State.PASSED)
-            for item in c.own:
-                self._set(item, State.PASSED)
-        elif isinstance(action, FailCandidate):
-            c = self.candidates[action.candidate]
-            self.measures.wasted += self._kill(c, now)
-            self.candidates[c.id] = evolve(c, state=State.FAILING, failure=action.failure)
-            for item in c.own:
-                self._set(item, State.FAILING)
-        elif isinstance(action, Land):
-            self._land(action, now)
-        elif isinstance(action, Reject):
-            self._terminal(action.item, State.REJECTED, now)
-            failed = self.candidates.get(action.candidate or "")
-            if failed is not None and all(self.states[i] in TERMINAL for i in failed.own):
-                del self.candidates[failed.id]
-            self.infra_streak = self.infra_streak + 1 if action.kind == "infrastructure" else 0
-        elif isinstance(action, Split):
-            self.candidates.pop(action.candidate, None)
-            for group, items in action.parts:
-                self.next_group = max(self.next_group, group + 1)
-                for item in items:
-                    self._set(item, State.QUEUED, candidate=None, group=group)
-        elif isinstance(action, WithdrawItem):
-            self._terminal(action.item, State.CANCELLED, now)
-        elif isinstance(action, SetWindow):
-            self.window = action.window
-        elif isinstance(action, PauseQueue):
-            self.paused, self.draining = True, False
-        elif isinstance(action, DrainQueue):
-            self.draining = True
-        elif isinstance(action, ResumeQueue):
-            self.paused = self.draining = False
+    def item_state(self, item: str) -> State:
+        """An item's state."""
+        return self.states[item]
 
-    def _start_run(self, action: StartRun, now: float) -> None:
-        """Occupy the runner; draw the run's duration, then its infrastructure and flake fate."""
+    def set_item(self, item: str, state: State | None, **changes: Any) -> None:
+        """Change an item's row in place: the world owns its rows, and `decide` has returned
+        before anything is applied (a worker would read fresh rows in its next transaction)."""
+        row = self.items[item].__dict__
+        row.update(changes)
+        if state is not None:
+            row["state"] = state
+            self.states[item] = state
+
+    def enter_item(self, item: str, position: int, group: int | None) -> None:
+        """The item moves from the waiting ones to the end of the positioned ones."""
+        self.set_item(item, None, position=position, group=group)
+        self.waiting.remove(item)
+        self.started.append(item)
+
+    def finish_item(self, item: str, state: State, outcome: dict[str, Any],
+                    now: float) -> None:
+        """An item reaches a terminal state: it leaves the queue order; measure it."""
+        snap = self.items[item]
+        self.set_item(item, state)
+        if snap.position is not None:
+            self.started.remove(item)
+        else:
+            self.waiting.remove(item)
+        m = self.measures
+        m.makespan = max(m.makespan, now)
+        if state == State.LANDED:
+            m.landed.append(item)
+            m.ttl.append(now - snap.submitted_at)
+        elif state == State.REJECTED:
+            m.rejected.append(item)
+            m.ttr.append(now - snap.submitted_at)
+
+    def add_candidate(self, action: StartCandidate, now: float) -> None:
+        """A new candidate snapshot."""
+        self.candidates[action.candidate] = CandidateSnap(
+            action.candidate, action.items, action.own, action.configurations, State.TESTING,
+            action.base_landed, action.base_external, now)
+
+    def own(self, candidate: str) -> tuple[str, ...]:
+        """A live candidate's own items."""
+        return self.candidates[candidate].own
+
+    def live_own(self, candidate: str | None) -> tuple[str, ...] | None:
+        """The world keeps live candidates only."""
+        found = self.candidates.get(candidate or "")
+        return None if found is None else found.own
+
+    def set_candidate(self, candidate: str, state: State, failure: Failure | None = None) -> None:
+        """A live candidate's new state (and failure)."""
+        c = self.candidates[candidate]
+        self.candidates[candidate] = evolve(c, state=state) if failure is None else evolve(
+            c, state=state, failure=failure)
+
+    def close_candidate(self, candidate: str, end: str, why: str | None, now: float) -> None:
+        """The world forgets candidates that are no longer live."""
+        self.candidates.pop(candidate, None)
+
+    def land_candidate(self, candidate: str, items: tuple[str, ...], now: float) -> None:
+        """Hand a landing to the lander (at once when landing takes no time)."""
+        self.candidates.pop(candidate, None)
+        self.measures.tags += 1
+        self.lander.append(items)
+        self._next_landing(now)
+
+    def add_run(self, action: StartRun, now: float) -> None:
+        """Draw the run's duration, then its infrastructure and flake fate; its end is due."""
         c = self.candidates[action.candidate]
         stage = self.params.stages[action.stage]
         duration = self.durations.get(c.own[-1]) or stage.duration.draw(self.rng)
@@ -246,12 +245,28 @@ class World:
         else:
             state, code = RunState.PASSED, 0
         self.runs[action.run] = _Run(c.id, action.runner, now, state, code)
-        self.runners[action.runner] = RunnerSnap(action.runner, action.run, stage.pool)
         self.candidates[c.id] = evolve(c, runs=(*c.runs, RunSnap(
             action.run, action.configuration, action.stage, RunState.RUNNING, action.attempt,
             action.runner)))
         self.measures.runs += 1
         self.schedule(now + duration, "run", action.run)
+
+    def occupy_runner(self, runner: str, run: str, pool: str | None) -> None:
+        """The runner's slot shows the run."""
+        self.runners[runner] = RunnerSnap(runner, run, pool)
+
+    def kill_runs(self, candidate: str, now: float) -> None:
+        """Kill the runs in flight; they are wasted."""
+        self.measures.wasted += self._kill(self.candidates[candidate], now)
+
+    def drop_runs(self, candidate: str, now: float) -> None:
+        """Kill the runs in flight; every run of the candidate is wasted."""
+        c = self.candidates[candidate]
+        self._kill(c, now)
+        self.measures.wasted += len(c.runs)
+
+    def queue_event(self, kind: str, detail: dict[str, Any]) -> None:
+        """The world keeps no event log."""
 
     def _kill(self, c: CandidateSnap, now: float) -> int:
         """Kill a candidate's runs in flight; how many were killed."""
@@ -263,17 +278,6 @@ class World:
                 self.measures.runner_s += now - run.started
                 self.runners[run.runner] = RunnerSnap(run.runner)
         return killed
-
-    def _land(self, action: Land, now: float) -> None:
-        """Hand a landing to the lander (at once when landing takes no time)."""
-        self.candidates.pop(action.candidate, None)
-        self.landed_count += len(action.items)
-        self.measures.tags += 1
-        self.infra_streak = 0
-        for item in action.items:
-            self._set(item, State.LANDING)
-        self.lander.append(action.items)
-        self._next_landing(now)
 
     def _next_landing(self, now: float) -> None:
         """Start the lander's next landing, one at a time."""
@@ -289,30 +293,4 @@ class World:
 
     def _landed(self, item: str, now: float) -> None:
         """An item is on the remote."""
-        self._terminal(item, State.LANDED, now)
-
-    def _terminal(self, item: str, state: State, now: float) -> None:
-        """An item reaches a terminal state: it leaves the queue order; measure it."""
-        snap = self.items[item]
-        self._set(item, state)
-        if snap.position is not None:
-            self.started.remove(item)
-        else:
-            self.waiting.remove(item)
-        m = self.measures
-        m.makespan = max(m.makespan, now)
-        if state == State.LANDED:
-            m.landed.append(item)
-            m.ttl.append(now - snap.submitted_at)
-        elif state == State.REJECTED:
-            m.rejected.append(item)
-            m.ttr.append(now - snap.submitted_at)
-
-    def _set(self, item: str, state: State | None, **changes: object) -> None:
-        """Change an item's row in place: the world owns its rows, and `decide` has returned
-        before anything is applied (a worker would read fresh rows in its next transaction)."""
-        row = self.items[item].__dict__
-        row.update(changes)
-        if state is not None:
-            row["state"] = state
-            self.states[item] = state
+        self.finish_item(item, State.LANDED, {}, now)
