@@ -60,6 +60,18 @@ def test_landing_time_arrivals_pools_infra_and_flakes_all_drain_the_queue() -> N
     assert row.runs.mean > 40 * 0.4 and row.tags.mean < row.landed.mean
 
 
+def test_a_queue_paused_for_infrastructure_is_resumed_and_drains() -> None:
+    """Frequent infrastructure failures without retries pause the queue (three items rejected
+    `infrastructure` in a row); the simulated operator resumes it and every item finishes."""
+    params = SimParams(n=60, p=0.15, stages=(SimStage("t", Distribution("fixed", 100)),),
+                       runners=6, mode=Mode.SPECULATIVE, infra=0.5, retries=0, reps=4,
+                       seed=11)
+    params.validate()
+    row = simulate(params, verify=True)
+    assert row.landed.mean + row.rejected.mean == 60
+    assert row.rejected.mean > 60 * 0.15, "infrastructure rejections came on top of bad items"
+
+
 def _without_timing(text: str) -> dict[str, Any]:
     doc = json.loads(text)
     assert set(doc["timing"]) == {"wall_s", "decision_us_p50", "decision_us_p95"}

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lockstep.queue.model import State
-from lockstep.queue.pipeline import Decisions, Event, ItemSnap, decide
+from lockstep.queue.pipeline import Decisions, Event, ItemSnap, ResumeRequest, decide
 from lockstep.sim.params import SimParams
 from lockstep.sim.world import Measures, World
 
@@ -111,12 +111,24 @@ class Simulation:
 
     def run(self) -> Measures:
         """Step to the end: every item landed, rejected or cancelled."""
-        while self.step():
+        while self.step() or self._resume_after_infrastructure_pause():
             pass
         left = [key for key, state in self.world.states.items() if not state.terminal]
         if left or self.pending:
             raise SchedulerStuck(f"the simulation stopped with items waiting: {left[:5]}")
         return self.world.measures
+
+
+    def _resume_after_infrastructure_pause(self) -> bool:
+        """A queue paused for repeated infrastructure failures waits for an operator: the
+        simulated one resumes it at once (infrastructure faults are drawn independently, so
+        waiting would change nothing). False when the queue is not paused that way."""
+        world = self.world
+        left = any(not state.terminal for state in world.states.values())
+        if not (left and world.paused and world.paused_reason == "infrastructure"):
+            return False
+        self.decide([ResumeRequest()])
+        return True
 
 
 def run_repetition(params: SimParams, rep: int, timed: bool = False,
