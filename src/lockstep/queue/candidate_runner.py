@@ -8,7 +8,6 @@ The lease is renewed every lease_ttl/4 and checked every second; a run the sched
 from __future__ import annotations
 
 import functools
-import shutil
 import threading
 from collections.abc import Callable
 
@@ -18,20 +17,17 @@ from lockstep import git
 from lockstep.errors import LockstepError
 from lockstep.git import redact
 from lockstep.manifest import Manifest
-from lockstep.queue import candidate_tree, pipeline_leases
+from lockstep.queue import candidate_tree, pipeline_leases, stage_call
 from lockstep.queue.candidate_tree import git_lock
 from lockstep.queue.lease import keep_alive
 from lockstep.queue.pipeline import RunState, StartRun
+from lockstep.queue.stage_call import StageCall
 from lockstep.queue.store import HOST, Item
 from lockstep.queue.worker_context import WorkerContext
 from lockstep.stages import (
     Outcome,
     RunResult,
-    environment_for,
-    prepare_workspace,
     process_started,
-    run_command,
-    run_upgrade,
 )
 
 _STATES = {Outcome.PASSED: RunState.PASSED, Outcome.FAILED: RunState.FAILED,
@@ -137,43 +133,11 @@ class CandidateRunner:
                            "pinned or superseded; it is skipped when it reaches the head\n")
             return RunResult(Outcome.PASSED, 0, log)
         ctx.log(f"{run.run}: {run.configuration}/{stage.name} on {', '.join(i.id for i in items)}")
-        try:
-            with git_lock(ws):
-                components = prepare_workspace(ws, tree, manifest.pins(run.configuration),
-                                               workdir)
-        except (LockstepError, OSError) as exc:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a", encoding="utf-8") as fh:
-                fh.write(f"lockstep: cannot prepare the workspace: {redact(str(exc))}\n")
-            return RunResult(Outcome.INFRA, None, log)
-        env = environment_for(ws.config, stage, {
-            "LOCKSTEP_MANIFEST": str(workdir / ws.manifest_path),
-            "LOCKSTEP_CONFIG": run.configuration,
-            "LOCKSTEP_ITEM": last.id,
-            "LOCKSTEP_ITEMS": " ".join(i.id for i in items),
-            "LOCKSTEP_CANDIDATE": tree,
-            "LOCKSTEP_BASE": base,
-            "LOCKSTEP_STAGE": stage.name,
-            "LOCKSTEP_ATTEMPT": str(run.attempt + 1),
-            "LOCKSTEP_TRY": str(run.attempt + 1),
-            "LOCKSTEP_WORKSPACE": str(workdir),
-            "LOCKSTEP_COMPONENTS_DIR": str(components),
-            "LOCKSTEP_COMPONENT": last.component,
-            "LOCKSTEP_VERSION": last.version,
-        })
-        settings = ctx.settings
-        if stage.command is None:  # kind = "upgrade"
-            result = run_upgrade(ws, stage, cwd=workdir, env=env, log=log, timeout=stage.timeout,
-                                 kill_grace=settings.kill_grace, should_abort=lost.is_set,
-                                 on_start=functools.partial(self._record_pid, run.run))
-        else:
-            result = run_command(stage.command, cwd=workdir, env=env, log=log,
-                                 timeout=stage.timeout, infra_exit_code=stage.infra_exit_code,
-                                 kill_grace=settings.kill_grace, should_abort=lost.is_set,
-                                 on_start=functools.partial(self._record_pid, run.run))
-        if result.outcome == Outcome.PASSED:
-            shutil.rmtree(workdir, ignore_errors=True)
-        return result
+        return stage_call.execute(ws, StageCall(
+            tree=tree, base=base, manifest=manifest, items=[i.id for i in items], item=last,
+            stage=stage, configuration=run.configuration, attempt=run.attempt + 1,
+            try_no=run.attempt + 1, workdir=workdir, log=log), ctx.settings.kill_grace, lost,
+            functools.partial(self._record_pid, run.run), git_lock(ws))
 
     def _record_pid(self, run: str, pid: int) -> None:
         """Remember the stage's process, so a worker that finds this one dead can kill it."""

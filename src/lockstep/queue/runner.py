@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -17,20 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from lockstep.config import Stage
-from lockstep.errors import LockstepError
 from lockstep.manifest import Manifest
+from lockstep.queue import stage_call
 from lockstep.queue.lease import LeaseKeeper, LeaseLost
+from lockstep.queue.stage_call import StageCall
 from lockstep.queue.store import HOST, Item
 from lockstep.queue.worker_context import WorkerContext
 from lockstep.stages import (
     Outcome,
     RunResult,
-    environment_for,
     kill_orphaned_group,
-    prepare_workspace,
     process_started,
-    run_command,
-    run_upgrade,
 )
 
 
@@ -98,43 +94,14 @@ class StageRunner:
                   lost: threading.Event, on_start: Callable[[int], None]) -> RunResult:
         """One try: prepare the run's workspace, run the stage in it, and remove the workspace
         if it passed (a failed run's is kept for inspection)."""
-        ws, settings = self.ctx.ws, self.ctx.settings
+        ws = self.ctx.ws
         workdir = ws.runs_dir / item.id / f"{configuration}-{stage.name}"
-        try:
-            components = prepare_workspace(ws, cand["tree"], manifest.pins(configuration),
-                                           workdir)
-        except (LockstepError, OSError) as exc:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a", encoding="utf-8") as fh:
-                fh.write(f"lockstep: cannot prepare the workspace: {exc}\n")
-            return RunResult(Outcome.INFRA, None, log)
-        env = environment_for(ws.config, stage, {
-            "LOCKSTEP_MANIFEST": str(workdir / ws.manifest_path),
-            "LOCKSTEP_CONFIG": configuration,
-            "LOCKSTEP_ITEM": item.id,
-            "LOCKSTEP_ITEMS": " ".join(cand["items"]),
-            "LOCKSTEP_CANDIDATE": cand["tree"],
-            "LOCKSTEP_BASE": cand["base"],
-            "LOCKSTEP_STAGE": stage.name,
-            "LOCKSTEP_ATTEMPT": str(item.attempt),
-            "LOCKSTEP_TRY": str(try_no),
-            "LOCKSTEP_WORKSPACE": str(workdir),
-            "LOCKSTEP_COMPONENTS_DIR": str(components),
-            "LOCKSTEP_COMPONENT": item.component,
-            "LOCKSTEP_VERSION": item.version,
-        })
-        if stage.command is None:  # kind = "upgrade"
-            result = run_upgrade(ws, stage, cwd=workdir, env=env, log=log,
-                                 timeout=stage.timeout, kill_grace=settings.kill_grace,
-                                 should_abort=lost.is_set, on_start=on_start)
-        else:
-            result = run_command(
-                stage.command, cwd=workdir, env=env, log=log, timeout=stage.timeout,
-                infra_exit_code=stage.infra_exit_code, kill_grace=settings.kill_grace,
-                should_abort=lost.is_set, on_start=on_start,
-            )
+        result = stage_call.execute(ws, StageCall(
+            tree=cand["tree"], base=cand["base"], manifest=manifest, items=cand["items"],
+            item=item, stage=stage, configuration=configuration, attempt=item.attempt,
+            try_no=try_no, workdir=workdir, log=log), self.ctx.settings.kill_grace, lost,
+            on_start)
         if result.outcome == Outcome.PASSED:
-            shutil.rmtree(workdir, ignore_errors=True)
             with contextlib.suppress(OSError):  # the item's directory, once no run is kept
                 workdir.parent.rmdir()
         return result
