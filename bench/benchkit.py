@@ -77,3 +77,24 @@ def source_label(source: dict[str, Any]) -> str:
         return str(source["path"])
     return str(source["commit"])[:12] + (" + local changes" if source["uncommitted_changes"]
                                          else "")
+
+
+def build_component(remotes: Path, sources: Path, name: str, versions: list[str]) -> str:
+    """A component's bare remote under `remotes` (its clone under `sources`) with one commit and
+    annotated tag per version, in order; returns the first version's SHA."""
+    from lockstep import git
+
+    bare = remotes / f"{name}.git"
+    git.run(["init", "--quiet", "--bare", "--initial-branch=main", str(bare)])
+    src = sources / name
+    git.run(["init", "--quiet", "--initial-branch=main", str(src)])
+    first = ""
+    for version in versions:
+        (src / "VERSION").write_text(f"{name} {version}\n", encoding="utf-8")
+        (src / f"{name}.py").write_text(f'VERSION = "{version}"\n', encoding="utf-8")
+        git.run(["add", "--all"], src)
+        git.run(["commit", "--quiet", "-m", f"{name} {version}"], src)
+        git.run(["tag", "-a", version, "-m", f"{name} {version}"], src)
+        first = first or git.out(["rev-parse", "HEAD"], src)
+    git.run(["push", "--quiet", str(bare), "main", "--tags"], src)
+    return first

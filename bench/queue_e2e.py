@@ -48,7 +48,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from benchkit import git_version, prepare, source_info, source_label, write_result
+from benchkit import (
+    build_component,
+    git_version,
+    prepare,
+    source_info,
+    source_label,
+    write_result,
+)
 
 if TYPE_CHECKING:
     from lockstep.queue.worker import WorkerReport
@@ -136,26 +143,6 @@ def config_text(rules: Path, queue: dict[str, Any]) -> str:
     )
 
 
-def build_component(remotes: Path, sources: Path, name: str, bumps: int) -> str:
-    """A bare remote with tags v1.0.0 and v2.0.0..v2.0.<bumps-1>; returns v1.0.0's SHA."""
-    from lockstep import git
-
-    bare = remotes / f"{name}.git"
-    git.run(["init", "--quiet", "--bare", "--initial-branch=main", str(bare)])
-    src = sources / name
-    git.run(["init", "--quiet", "--initial-branch=main", str(src)])
-    first = ""
-    for version in [BASE_VERSION, *(version_name(k) for k in range(bumps))]:
-        (src / f"{name}.py").write_text(f'VERSION = "{version}"\n', encoding="utf-8")
-        git.run(["add", "--all"], src)
-        git.run(["commit", "--quiet", "-m", f"{name} {version}"], src)
-        git.run(["tag", "-a", version, "-m", f"{name} {version}"], src)
-        if not first:
-            first = git.out(["rev-parse", "HEAD"], src)
-    git.run(["push", "--quiet", str(bare), "main", "--tags"], src)
-    return first
-
-
 def build_base(root: Path, items: int) -> None:
     """Component remotes, the integration remote and its clone under root (serial config)."""
     from lockstep import git
@@ -164,7 +151,8 @@ def build_base(root: Path, items: int) -> None:
 
     remotes, sources = root / "remotes", root / "sources"
     bumps = {name: sum(1 for c, _ in submissions(items) if c == name) for name in COMPONENTS}
-    pins = {name: Pin(BASE_VERSION, build_component(remotes, sources, name, bumps[name]))
+    pins = {name: Pin(BASE_VERSION, build_component(
+        remotes, sources, name, [BASE_VERSION, *map(version_name, range(bumps[name]))]))
             for name in COMPONENTS}
     git.run(["init", "--quiet", "--bare", "--initial-branch=main",
              str(remotes / "integration.git")])

@@ -49,7 +49,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit import git_version, prepare, source_info, source_label, write_result
+from benchkit import (
+    build_component,
+    git_version,
+    prepare,
+    source_info,
+    source_label,
+    write_result,
+)
 
 TARGET_MS = 150.0
 COMPONENTS = ("alpha", "beta", "gamma")
@@ -89,28 +96,6 @@ def config_text(remotes: Path, stages: int = 1) -> str:
     )
 
 
-def build_component(remotes: Path, sources: Path, name: str, bumps: int) -> str:
-    """A bare remote with tags v1.0.0..v1.0.<bumps>; returns the SHA of v1.0.0."""
-    from lockstep import git
-
-    bare = remotes / f"{name}.git"
-    git.run(["init", "--quiet", "--bare", "--initial-branch=main", str(bare)])
-    src = sources / name
-    git.run(["init", "--quiet", "--initial-branch=main", str(src)])
-    first = ""
-    for k in range(bumps + 1):
-        version = version_name(k)
-        (src / "VERSION").write_text(f"{name} {version}\n", encoding="utf-8")
-        (src / f"{name}.py").write_text(f'VERSION = "{version}"\n', encoding="utf-8")
-        git.run(["add", "--all"], src)
-        git.run(["commit", "--quiet", "-m", f"{name} {version}"], src)
-        git.run(["tag", "-a", version, "-m", f"{name} {version}"], src)
-        if k == 0:
-            first = git.out(["rev-parse", "HEAD"], src)
-    git.run(["push", "--quiet", str(bare), "main", "--tags"], src)
-    return first
-
-
 def build_system(root: Path, items: int, stages: int = 1) -> Path:
     """Component remotes, the integration remote and the integration repo; returns the latter."""
     from lockstep import git
@@ -120,7 +105,8 @@ def build_system(root: Path, items: int, stages: int = 1) -> Path:
     remotes = root / "remotes"
     sources = root / "sources"
     pins = {
-        name: Pin(version_name(0), build_component(remotes, sources, name, bumps))
+        name: Pin(version_name(0), build_component(
+            remotes, sources, name, [version_name(k) for k in range(bumps + 1)]))
         for name, bumps in versions_needed(items).items()
     }
     integration_remote = remotes / "integration.git"
@@ -230,7 +216,7 @@ def instrument(acct: Accountant, store: Any) -> None:
     """Wrap git.run, the store's write and read transactions, run_command, the pid callback
     and extract_tree."""
     from lockstep import git, stages
-    from lockstep.queue import runner as runner_mod
+    from lockstep.queue import stage_call as runner_mod
 
     for module, name in ((runner_mod, "run_command"), (stages, "extract_tree")):
         if not callable(getattr(module, name, None)):
