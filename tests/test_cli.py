@@ -19,7 +19,7 @@ ITEM_KEYS = {"id", "state", "component", "version", "sha", "digest", "configurat
              "recoveries"}
 SHOW_EXTRA_KEYS = {"candidate", "runs", "notifications", "history"}
 RUN_KEYS = {"stage", "configuration", "state", "attempt", "try", "exit_code", "started_at",
-            "ended_at", "worker", "runner", "log"}
+            "ended_at", "worker", "runner", "log", "flaky"}
 NOTIFICATION_KEYS = {"event", "notifier", "delivery", "state", "attempts", "last_error"}
 
 

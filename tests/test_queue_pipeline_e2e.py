@@ -236,3 +236,17 @@ def test_item_timeout_rejects_and_kills_the_stage(tmp_path: Path) -> None:
     started = json.loads(release.with_name("release.started.1").read_text())
     assert not process_running(started["pid"])
     assert system.remote_tags() == {}
+
+
+def test_flake_retries_rerun_a_failed_run_and_mark_the_pass_flaky(tmp_path: Path) -> None:
+    """With `flake_retries = 1` a run that fails once and passes on its rerun counts as passed;
+    `queue show` marks that pass as flaky."""
+    system = System.create(tmp_path, stages=("check",), configurations=("default",))
+    system.set_queue_settings(mode="speculative", runners=1, flake_retries=1)
+    system.set_rules({"check": {"exits": [1, 0]}})
+    item = system.submit("alpha", "v1.1.0").id
+    assert system.run_queue().landed == [item]
+    shown = json.loads(system.cli("queue", "show", item, "--json").stdout)
+    assert [(r["state"], r["flaky"]) for r in shown["runs"]] == [("failed", False),
+                                                                ("passed", True)]
+    assert "flaky: passed after a failure" in system.cli("queue", "show", item).stdout

@@ -203,7 +203,8 @@ def show(item: Annotated[str, typer.Argument(help="Item id, e.g. q3.")],
         console.print(f"  candidate tree {cand['tree'][:12]} on base {cand['base'][:12]}")
     for r in data["runs"]:
         console.print(f"  run {r['configuration']}/{r['stage']} attempt {r['attempt']} try "
-                      f"{r['try']}: {r['state']}{_exit(r)}")
+                      f"{r['try']}: {r['state']}{_exit(r)}"
+                      + (" (flaky: passed after a failure)" if r.get("flaky") else ""))
     console.print(f"  outcome: {_outcome(data)}")
     for n in data["notifications"]:
         to = n["notifier"] if n["notifier"] is not None else "(unnamed, from schema 1)"

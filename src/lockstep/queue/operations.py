@@ -289,6 +289,7 @@ def show(ws: Workspace, store: Store, seq: int) -> dict[str, Any]:
             "worker": r["worker"],
             "runner": 0,
             "log": str(ws.state_dir / r["log"]),
+            "flaky": bool(r.get("flaky")),
         }
         for r in runs
     ]

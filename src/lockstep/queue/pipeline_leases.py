@@ -180,9 +180,19 @@ def item_runs(c: Connection, item: str, stages: list[str]) -> list[dict[str, Any
                _r.state, _r.exit_code, _r.started_at, _r.ended_at, _r.holder, _r.log)
         .select_from(s.pipeline_runs.join(s.candidates, _k.id == _r.candidate_id))
         .where(_k.own.like(f'%"{item}"%')).order_by(_r.seq)).all()
-    return [{"id": f"{r.candidate_id}/{r.configuration}/{r.stage}/{r.attempt}",
-             "stage": stages[r.stage] if r.stage < len(stages) else str(r.stage),
-             "configuration": r.configuration, "state": r.state, "attempt": 0,
-             "try_no": r.attempt + 1, "exit_code": r.exit_code, "started_at": r.started_at,
-             "ended_at": r.ended_at, "worker": r.holder, "log": r.log or "",
-             "candidate": r.candidate_id} for r in rows]
+    failed: set[tuple[str, str, int]] = set()
+    found = []
+    for r in rows:
+        key = (r.candidate_id, r.configuration, r.stage)
+        # A pass after a failure of the same run (flake_retries) is reported as flaky.
+        flaky = r.state == RunState.PASSED.value and key in failed
+        if r.state == RunState.FAILED.value:
+            failed.add(key)
+        found.append({
+            "id": f"{r.candidate_id}/{r.configuration}/{r.stage}/{r.attempt}",
+            "stage": stages[r.stage] if r.stage < len(stages) else str(r.stage),
+            "configuration": r.configuration, "state": r.state, "attempt": 0,
+            "try_no": r.attempt + 1, "exit_code": r.exit_code, "started_at": r.started_at,
+            "ended_at": r.ended_at, "worker": r.holder, "log": r.log or "",
+            "candidate": r.candidate_id, "flaky": flaky})
+    return found
