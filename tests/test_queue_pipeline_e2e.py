@@ -250,3 +250,46 @@ def test_flake_retries_rerun_a_failed_run_and_mark_the_pass_flaky(tmp_path: Path
     assert [(r["state"], r["flaky"]) for r in shown["runs"]] == [("failed", False),
                                                                 ("passed", True)]
     assert "flaky: passed after a failure" in system.cli("queue", "show", item).stdout
+
+
+def test_unreadable_integration_remote_is_never_blamed_on_the_item(tmp_path: Path) -> None:
+    """The integration remote vanishes after a run was handed out: building the candidate
+    fails, the run is given back uncounted (killed, not an infrastructure failure that could
+    reject the item), nobody is notified, and the worker stops with the error; once the remote
+    is back the item is tested and lands."""
+    from lockstep.errors import GitError
+    from lockstep.queue import operations as ops
+    from lockstep.queue import pipeline_leases, pipeline_store
+    from lockstep.queue.pipeline_worker import PipelineLoop
+    from lockstep.queue.worker import Worker
+
+    system = System.create(tmp_path, stages=("check",), configurations=("default",))
+    system.set_queue_settings(mode="speculative", runners=1)
+    item = system.submit("alpha", "v1.1.0").id
+    ws = system.workspace()
+    store = ops.open_store(ws)
+    worker = Worker(ws, store)
+    loop = PipelineLoop(worker.ctx, worker.lease, worker.lander, worker.verdicts)
+    with store.tx() as c:
+        pipeline_store.add_runner(c, loop.runner_ids[0], worker.id)
+    started = loop.round().started
+    assert len(started) == 1
+    hidden = system.remote.with_name("hidden.git")
+    system.remote.rename(hidden)
+    loop.runner.start(*started[0])
+    loop.runner.join()
+    assert isinstance(loop.runner.fatal, GitError)
+    with store.read() as c:
+        runs = c.execute(select(s.pipeline_runs.c.state)).scalars().all()
+        outbox = c.execute(select(s.outbox)).all()
+    assert runs == ["killed"] and outbox == []
+    assert system.item(item).state == State.TESTING
+    with store.tx() as c:
+        pipeline_leases.remove_runners(c, loop.runner_ids)
+
+    hidden.rename(system.remote)
+    assert system.run_queue().landed == [item]
+    with store.read() as c:
+        runs = c.execute(select(s.pipeline_runs.c.state)).scalars().all()
+    store.close()
+    assert runs == ["killed", "passed"]

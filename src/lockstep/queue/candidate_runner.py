@@ -35,6 +35,16 @@ _STATES = {Outcome.PASSED: RunState.PASSED, Outcome.FAILED: RunState.FAILED,
            Outcome.ABORTED: RunState.KILLED}
 
 
+class IntegrationFault(Exception):
+    """The integration repo could not be read to build a candidate: an infrastructure fault
+    that is never blamed on the item (no retry counted, no rejection, no notification)."""
+
+    def __init__(self, error: LockstepError) -> None:
+        """Wrap the error the worker stops with."""
+        super().__init__(str(error))
+        self.error = error
+
+
 class CandidateRunner:
     """Starts runs on threads; `done` is called after each run's result is recorded."""
 
@@ -43,6 +53,7 @@ class CandidateRunner:
         self.ctx = ctx
         self.done = done
         self.threads: dict[str, threading.Thread] = {}
+        self.fatal: LockstepError | None = None  # why this worker must stop (see IntegrationFault)
 
     def start(self, run: StartRun, token: int) -> None:
         """Execute the run on a thread of its own."""
@@ -78,6 +89,12 @@ class CandidateRunner:
         try:
             result = self._run(run, lost)
             state, code = _STATES[result.outcome], result.exit_code
+        except IntegrationFault as fault:
+            # Not the run's fault, nor the item's: the run is given back uncounted (killed runs
+            # are rerun) and this worker stops with the error, as the serial worker does.
+            ctx.warn(f"{run.run}: {redact(str(fault.error))}; the run goes back to the queue")
+            self.fatal = self.fatal or fault.error
+            state, code = RunState.KILLED, None
         except (LockstepError, OSError) as exc:  # the workspace could not be prepared
             ctx.warn(f"{run.run}: cannot prepare the run: {redact(str(exc))}")
             state, code = RunState.INFRA, None
@@ -120,7 +137,10 @@ class CandidateRunner:
         ctx = self.ctx
         ws = ctx.ws
         stage = ws.config.stages[run.stage]
-        tree, base, manifest, items, own = self._candidate(run.candidate)
+        try:
+            tree, base, manifest, items, own = self._candidate(run.candidate)
+        except LockstepError as exc:  # the integration remote or this clone cannot be read
+            raise IntegrationFault(exc) from exc
         last = items[-1]
         name = f"{run.configuration}-{stage.name}-{run.attempt}"
         workdir = ws.runs_dir / run.candidate / name

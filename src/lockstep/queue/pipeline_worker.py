@@ -64,6 +64,8 @@ class PipelineLoop:
                 pipeline_store.add_runner(c, runner, self.ctx.worker_id)
         try:
             while True:
+                if self.runner.fatal is not None:
+                    raise self.runner.fatal
                 done = self.round()
                 for run, token in done.started:
                     self.runner.start(run, token)
