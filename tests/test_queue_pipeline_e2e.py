@@ -79,7 +79,8 @@ def test_speculative_lands_what_serial_lands(tmp_path: Path) -> None:
     logs = spec.cli("queue", "logs", ids[2])
     assert logs.returncode == 0 and "beta v1.2.0 is known bad" in logs.stdout, logs.stderr
     shown = json.loads(spec.cli("queue", "show", ids[2], "--json").stdout)
-    assert [r["state"] for r in shown["runs"]][-1] == "failed"
+    # Its failed run, and (fail-fast) its other configuration's run killed or done.
+    assert "failed" in [r["state"] for r in shown["runs"]]
     # The item behind the bad one was first built on top of it, then rebuilt without it.
     store = spec.store()
     with store.read() as c:
