@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -125,10 +126,17 @@ def test_sigkilled_speculative_worker_on_postgres_loses_nothing(
     blocked = wait_started(release, proc=doomed)
     assert blocked["ppid"] == doomed.pid
     store = Store.open(system.workspace().store_path, url=postgres_url)
-    with store.read() as c:
-        running = c.execute(select(s.pipeline_runs.c.id, s.pipeline_runs.c.holder,
-                                   s.pipeline_runs.c.pid).where(
-            s.pipeline_runs.c.state == "running")).all()
+
+    def running_runs() -> list[Any]:
+        with store.read() as c:
+            return list(c.execute(select(s.pipeline_runs.c.id, s.pipeline_runs.c.holder,
+                                         s.pipeline_runs.c.pid).where(
+                s.pipeline_runs.c.state == "running")).all())
+
+    # The stage's pid is recorded just after it starts: wait for that event, not a guess.
+    wait_for(lambda: blocked["pid"] in {pid for _, _, pid in running_runs()},
+             what="the blocked stage's pid in the store", proc=doomed)
+    running = running_runs()
     assert running and all(h.split(":")[1] == str(doomed.pid) for _, h, _ in running)
     assert blocked["pid"] in {pid for _, _, pid in running}
     doomed.send_signal(signal.SIGKILL)
@@ -174,6 +182,16 @@ def test_two_speculative_workers_on_one_sqlite_store_one_sigkilled(tmp_path: Pat
     assert {first["ppid"], second["ppid"]} == set(by_pid), "each worker runs one stage"
     doomed = by_pid[first["ppid"]]
     survivor = by_pid[second["ppid"]]
+
+    def recorded_pids() -> set[int]:
+        store = system.store()
+        with store.read() as c:
+            pids = set(c.execute(select(s.pipeline_runs.c.pid)).scalars())
+        store.close()
+        return pids
+
+    wait_for(lambda: first["pid"] in recorded_pids(), what="the stage's pid in the store",
+             proc=doomed)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     assert process_running(first["pid"]) and system.remote_tags() == {}
