@@ -175,11 +175,17 @@ def landing_items(c: Connection) -> list[int]:
 def item_runs(c: Connection, item: str, stages: list[str]) -> list[dict[str, Any]]:
     """The pipeline runs of the candidates that decided on an item, in start order, shaped as
     the serial worker's run rows (`queue show`, `queue log` read both)."""
+    # The item's candidates, from its own history (indexed by item), not a scan of them all:
+    # every candidate that decided on it put it in `testing` and said so in the event.
+    details = c.execute(select(s.events.c.detail).where(
+        s.events.c.item_seq == int(item[1:]), s.events.c.kind == State.TESTING.value)).scalars()
+    candidates = {json.loads(d).get("candidate") for d in details} - {None}
+    if not candidates:
+        return []
     rows = c.execute(
         select(_r.seq, _r.id, _r.candidate_id, _r.configuration, _r.stage, _r.attempt,
                _r.state, _r.exit_code, _r.started_at, _r.ended_at, _r.holder, _r.log)
-        .select_from(s.pipeline_runs.join(s.candidates, _k.id == _r.candidate_id))
-        .where(_k.own.like(f'%"{item}"%')).order_by(_r.seq)).all()
+        .where(_r.candidate_id.in_(sorted(candidates))).order_by(_r.seq)).all()
     failed: set[tuple[str, str, int]] = set()
     found = []
     for r in rows:
