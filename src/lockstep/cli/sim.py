@@ -8,8 +8,9 @@ row's serial baseline is simulated too. The simulator is imported inside the com
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -20,28 +21,30 @@ if TYPE_CHECKING:
     from lockstep.sim.params import SimParams
 
 
-def _floats(text: str, option: str) -> list[float]:
-    """A comma-separated list of numbers."""
+_N = TypeVar("_N", int, float)
+
+
+def _numbers(text: str, option: str, kind: Callable[[str], _N], example: str) -> list[_N]:
+    """A comma-separated list of numbers of one kind (float or int)."""
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
         values = []
     if not values:
-        raise UsageError(f"{option} {text!r} is not a number or a comma-separated list of "
-                         f"numbers", f"e.g. {option} 0.02,0.1")
+        what = "an integer" if kind is int else "a number"
+        raise UsageError(f"{option} {text!r} is not {what} or a comma-separated list of "
+                         f"{what.split()[1]}s", f"e.g. {option} {example}")
     return values
+
+
+def _floats(text: str, option: str) -> list[float]:
+    """A comma-separated list of numbers."""
+    return _numbers(text, option, float, "0.02,0.1")
 
 
 def _ints(text: str, option: str) -> list[int]:
     """A comma-separated list of integers."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values:
-        raise UsageError(f"{option} {text!r} is not an integer or a comma-separated list of "
-                         f"integers", f"e.g. {option} 1,4,8")
-    return values
+    return _numbers(text, option, int, "1,4,8")
 
 
 def _pools(given: list[str]) -> tuple[tuple[str, int], ...]:
