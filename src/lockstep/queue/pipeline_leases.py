@@ -177,9 +177,10 @@ def item_runs(c: Connection, item: str, stages: list[str]) -> list[dict[str, Any
     the serial worker's run rows (`queue show`, `queue log` read both)."""
     # The item's candidates, from its own history (indexed by item), not a scan of them all:
     # every candidate that decided on it put it in `testing` and said so in the event.
-    details = c.execute(select(s.events.c.detail).where(
-        s.events.c.item_seq == int(item[1:]), s.events.c.kind == State.TESTING.value)).scalars()
-    candidates = {json.loads(d).get("candidate") for d in details} - {None}
+    history = c.execute(select(s.events.c.kind, s.events.c.detail).where(
+        s.events.c.item_seq == int(item[1:])).order_by(s.events.c.id)).all()
+    candidates = {json.loads(detail).get("candidate") for kind, detail in history
+                  if kind == State.TESTING.value} - {None}
     if not candidates:
         return []
     rows = c.execute(
