@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -316,7 +317,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(released: ReleaseSystem
 def test_a_base_release_without_the_configuration_passes_with_no_base_configuration(
         tmp_path: Path) -> None:
     """The target adds configuration `ha`; the release it upgrades from has none: nothing to
-    upgrade from, so the run passes with the event and writes nothing (spec §9)."""
+    upgrade from, so the run passes with the event and writes nothing (spec §9). A manifest
+    file's target is named after today, so its base is the newest complete release of an
+    earlier month."""
     s = with_releases(tmp_path)
     text = (s.ws_dir / "manifest.toml").read_text()
     manifest = tmp_path / "candidate.toml"
@@ -326,7 +329,10 @@ def test_a_base_release_without_the_configuration_passes_with_no_base_configurat
                  "ha", "--seed", "1", "--json", "--artifacts", str(tmp_path / "artifacts"))
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["event"] == "no-base-configuration" and out["release"] == "v2026.10.1"
+    month = datetime.now(UTC).strftime("%Y.%m")
+    base = max((t for t in (*OK_TAGS, TARGET) if "-" not in t and t[1:8] < month),
+               key=lambda t: tuple(int(n) for n in t[1:].split(".")))
+    assert out["event"] == "no-base-configuration" and out["release"] == base
     assert not (tmp_path / "artifacts").exists()
 
 

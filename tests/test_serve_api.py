@@ -42,18 +42,23 @@ class World:
     anon: httpx.Client
     ids: dict[str, str]
 
+    @property
+    def landed_tag(self) -> str:
+        """The integration tag the landed item made (named after today's date)."""
+        return str(self.cli_json("queue", "show", self.ids["landed"])["landed"]["tag"])
+
     def cli_json(self, *args: str) -> Any:
         proc = self.system.cli(*args, "--json")
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
 
-def seed_journals(system: System) -> None:
-    """A release cut and a distribution, written with the journals' own functions (what
-    `release cut` and `queue run` record), and an Environment mid-rollout."""
+def seed_journals(system: System, tag: str) -> None:
+    """A release cut and a distribution of the landed release `tag`, written with the journals'
+    own functions (what `release cut` and `queue run` record), and an Environment mid-rollout."""
     state = system.ws_dir / ".lockstep"
     journal = Journal(state / "release.db")
-    plan = {"version": "v1.0.0", "configuration": "default", "integration_tag": "v2026.11.1",
+    plan = {"version": "v1.0.0", "configuration": "default", "integration_tag": tag,
             "integration_commit": "c" * 40, "levels": [["alpha"]],
             "nodes": {"alpha": {"level": 0, "tag": "alpha-v1.0.0", "source": "d" * 40,
                                 "artifacts": []}}}
@@ -64,10 +69,10 @@ def seed_journals(system: System) -> None:
     store = system.store()
     dist_journal.ensure_tables(store)
     with store.tx() as c:
-        dist_journal.add_pending(c, "v2026.11.1", 1, 1, "e" * 40)
-        dist_journal.replace_artifacts(c, "v2026.11.1", [dist_journal.Artifact(
+        dist_journal.add_pending(c, tag, 1, 1, "e" * 40)
+        dist_journal.replace_artifacts(c, tag, [dist_journal.Artifact(
             "app.tar.gz", 10, "f" * 64)])
-        dist_journal.set_state(c, "v2026.11.1", "published",
+        dist_journal.set_state(c, tag, "published",
                                published_to=json.dumps({"kind": "dir", "path": "/srv/d"}))
     envs = EnvironmentStore(state / "rollouts.db")
     stored = envs.put(ENV)
@@ -84,7 +89,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         rejected = system.submit("beta", "v1.2.0").id
         system.run_queue()
         queued = system.submit("gamma", "v1.1.0").id
-        seed_journals(system)
+        shown = json.loads(system.cli("queue", "show", landed, "--json").stdout)
+        seed_journals(system, shown["landed"]["tag"])
         with running_server(system.ws_dir, tmp / "logs") as server, \
                 server.client() as api, server.client(token=None) as anon:
             yield World(system, server, api, anon,
@@ -196,7 +202,7 @@ def test_distributions(world: World) -> None:
     dists = world.anon.get("/api/distributions").json()
     assert dists == world.cli_json("dist", "list")
     assert dists[0]["state"] == "published" and dists[0]["artifacts"][0]["path"] == "app.tar.gz"
-    assert world.anon.get("/api/distributions/v2026.11.1").json() == dists[0]
+    assert world.anon.get(f"/api/distributions/{world.landed_tag}").json() == dists[0]
     assert "no distribution" in error_of(world.anon.get("/api/distributions/v0.0.0"), 404)
     assert "invalid tag" in error_of(world.anon.get("/api/distributions/..x"), 422)
 
@@ -331,12 +337,12 @@ def test_the_overview_shows_each_release_distribution(world: World) -> None:
     """The page's document names each shown release's recorded distribution, as `dist list`."""
     overview = world.api.get("/api/overview").json()
     tags = [r["tag"] for r in overview["releases"]["releases"]]
-    assert "v2026.11.1" in tags
+    assert world.landed_tag in tags
     listed = {d["tag"]: d for d in world.cli_json("dist", "list")}
     assert overview["distributions"] == {
         tag: {"state": d["state"], "artifacts": len(d["artifacts"]), "error": d["error"],
               "published_to": d["published_to"]} for tag, d in listed.items() if tag in tags}
-    assert overview["distributions"]["v2026.11.1"]["state"] == "published"
+    assert overview["distributions"][world.landed_tag]["state"] == "published"
 
 
 def test_the_overview_shows_recent_cuts_with_their_steps(world: World) -> None:
