@@ -244,11 +244,19 @@ def test_partial_integration_table_keeps_the_other_defaults() -> None:
 # --- errors: one line, naming the key path ------------------------------------------------------
 
 STAGE = "[[stages]]\nname = 'build'\ncommand = ['make']\ntimeout = 5\n"
+WEB = "[components.web]\nurl = 'https://git.example.com/web.git'\n"
 ERRORS = {
     "serve-reads": ("[serve]\nreads = 'everyone'\n", "serve.reads", "Input should be"),
     "serve-token-env": ("[serve]\ntoken_env = 'not a name'\n", "serve.token_env",
                         "is not an environment variable name"),
     "serve-unknown-key": ("[serve]\ntoken = 'abc'\n", "serve.token", ""),
+    "serve-component-env": (WEB + "[serve.component_secret_envs]\nweb = '1X'\n",
+                            "serve.component_secret_envs", "'1X' is not an environment variable"),
+    "serve-component-name": ("[serve.component_secret_envs]\nWeb = 'WEB_KEY'\n",
+                             "serve.component_secret_envs", "component name"),
+    "serve-component-unknown": (WEB + "[serve.component_secret_envs]\ndb = 'DB_KEY'\n",
+                                "serve.component_secret_envs.db",
+                                "unknown component 'db' (components: web)"),
     "negative-timeout": (
         "[[stages]]\nname = 'build'\ncommand = ['make']\ntimeout = -5\n",
         "stages.0.timeout",

@@ -15,7 +15,7 @@ import pytest
 from lockstep.registry.notifications import NotificationServer
 from lockstep.server.app import create_app
 from lockstep.server.settings import Secrets, ServeSettings
-from tests.infra.serve import TOKEN, app_in_thread
+from tests.infra.serve import SECRET, TOKEN, app_in_thread, running_server, sign
 from tests.system import System, wait_for
 
 HOOK_TOKEN = "registry-hook-token-0123456789"
@@ -104,3 +104,68 @@ def test_bad_options_are_one_line_errors(small: System) -> None:
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+GAMMA_KEY = "gamma-ci-hmac-key-0123456789"
+SCOPED = ServeSettings(component_secret_envs={"gamma": "GAMMA_CI_KEY"})
+
+
+def test_a_component_key_signs_only_its_own_component(small: System) -> None:
+    """With no shared key, gamma's CI key submits gamma's bumps and nothing else: the body it
+    signs names the component, so another component's body (or a second `component` key) is
+    refused and nothing is queued."""
+    app = create_app(small.ws_dir, SCOPED, Secrets(TOKEN, None, {"gamma": GAMMA_KEY.encode()}))
+
+    def post(body: bytes, key: str) -> httpx.Response:
+        return httpx.post(f"{url}/webhooks/submissions", content=body,
+                          headers={"X-Lockstep-Signature": sign(body, key)}, timeout=30)
+
+    with app_in_thread(app) as url:
+        gamma = json.dumps({"component": "gamma", "version": "v1.1.0"}).encode()
+        alpha = json.dumps({"component": "alpha", "version": "v1.1.0"}).encode()
+        assert post(alpha, GAMMA_KEY).status_code == 403
+        assert post(gamma, SECRET).status_code == 403, "no shared key is configured"
+        twice = [b'{"component": "gamma", "version": "v1.1.0", "component": "alpha"}',
+                 b'{"component": "alpha", "version": "v1.1.0", "component": "gamma"}']
+        for body in twice:
+            assert post(body, GAMMA_KEY).status_code == 403, body
+        made = post(gamma, GAMMA_KEY)
+        assert made.status_code == 201, made.text
+        queued = httpx.get(f"{url}/api/queue").json()["items"]
+    assert [(i["component"], i["version"]) for i in queued] == [("gamma", "v1.1.0")]
+
+
+def test_the_shared_key_still_signs_any_component(small: System) -> None:
+    """Component keys add to the shared key; they do not narrow it."""
+    app = create_app(small.ws_dir, SCOPED,
+                     Secrets(TOKEN, SECRET.encode(), {"gamma": GAMMA_KEY.encode()}))
+    with app_in_thread(app) as url:
+        body = json.dumps({"component": "alpha", "version": "v1.1.0"}).encode()
+        made = httpx.post(f"{url}/webhooks/submissions", content=body,
+                          headers={"X-Lockstep-Signature": sign(body)}, timeout=30)
+        assert made.status_code == 201, made.text
+        assert made.json()["component"] == "alpha"
+
+
+def test_component_keys_at_startup(small: System, tmp_path: Path) -> None:
+    """The startup line names the keys that can sign and the configured variables left unset;
+    a short component key is refused with one line and exit 2."""
+    import os
+
+    small.edit_config(lambda text: text + "\n[serve.component_secret_envs]\n"
+                      "gamma = 'GAMMA_CI_KEY'\nbeta = 'BETA_CI_KEY'\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_CI_KEY")}
+    proc = small.cli("serve", "--port", "0", env={**env, "GAMMA_CI_KEY": "short"})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "$GAMMA_CI_KEY (the submissions HMAC secret of gamma) is 5 " \
+        "characters long" in lines[0], proc.stderr
+    os.environ["GAMMA_CI_KEY"] = GAMMA_KEY
+    try:
+        with running_server(small.ws_dir, tmp_path / "logs") as server:
+            text = server.log_text()
+    finally:
+        del os.environ["GAMMA_CI_KEY"]
+    assert "submissions webhook enabled (shared key; keys of gamma; unset: $BETA_CI_KEY)" \
+        in text, text
+    assert GAMMA_KEY not in text

@@ -419,6 +419,11 @@ class Config(_Model):
                 if dep not in self.components:
                     raise ValueError(f"components.{name}.depends_on.{i}: unknown component "
                                      f"{dep!r}")
+        for name in self.serve.component_secret_envs:
+            if name not in self.components:
+                known = ", ".join(sorted(self.components)) or "none"
+                raise ValueError(f"serve.component_secret_envs.{name}: unknown component "
+                                 f"{name!r} (components: {known})")
         cycle = smallest_cycle({n: c.depends_on for n, c in self.components.items()})
         if cycle:
             raise DependencyCycleError(f"dependency cycle: {' → '.join(cycle)}",

@@ -5,6 +5,7 @@ no secret is ever put in a log line or an answer."""
 from __future__ import annotations
 
 import hmac
+import json
 
 from fastapi import HTTPException, Request
 
@@ -54,13 +55,16 @@ async def require_read(request: Request) -> None:
         check_bearer(ctx, request.headers.get("Authorization"), "reading")
 
 
-def check_signature(ctx: ServerContext, header: str | None, payload: bytes) -> None:
+def check_signature(ctx: ServerContext, header: str | None, payload: bytes) -> str | None:
     """`X-Lockstep-Signature: sha256=<hex HMAC-SHA256 of the body>`, the scheme lockstep's own
-    notifications are signed with: 401 when absent or malformed, 403 when it does not match."""
-    secret = ctx.secrets.submissions
-    if secret is None:
+    notifications are signed with: 401 when absent or malformed, 403 when no key matches.
+    Returns the component the matching key is scoped to (None: the shared key, any component);
+    the body names the component, so a scoped key cannot sign another component's bump."""
+    secrets = ctx.secrets
+    if not secrets.submissions_enabled:
         raise refuse(404, "the submissions webhook is not enabled on this server",
-                     f"start `lockstep serve` with ${ctx.settings.submissions_secret_env} set")
+                     f"start `lockstep serve` with ${ctx.settings.submissions_secret_env} "
+                     "(or a component's variable in [serve] component_secret_envs) set")
     if not header:
         raise refuse(401, f"missing {SIGNATURE_HEADER} header",
                      "sign the body: sha256=<hex HMAC-SHA256 with the shared secret>")
@@ -68,9 +72,27 @@ def check_signature(ctx: ServerContext, header: str | None, payload: bytes) -> N
     if algo != "sha256" or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
         raise refuse(401, f"malformed {SIGNATURE_HEADER} header",
                      "expected sha256= followed by 64 lowercase hex digits")
-    if not verify(secret, payload, header):
-        raise refuse(403, "signature does not match the body",
-                     "sign the exact bytes sent, with the secret the server was started with")
+    if secrets.submissions is not None and verify(secrets.submissions, payload, header):
+        return None
+    component = claimed_component(payload)
+    scoped = secrets.components.get(component) if component is not None else None
+    if scoped is not None and verify(scoped, payload, header):
+        return component
+    raise refuse(403, "signature does not match the body",
+                 "sign the exact bytes sent, with the shared secret or the secret of the "
+                 "component the body names")
+
+
+def claimed_component(payload: bytes) -> str | None:
+    """The `component` a submission body names, read only to pick its key (the body is
+    validated once the signature holds). A body repeating a key names nothing: parsers
+    disagree on which copy wins."""
+    try:
+        body = json.loads(payload, object_pairs_hook=_unique_keys)
+    except ValueError:
+        return None
+    component = body.get("component") if isinstance(body, dict) else None
+    return component if isinstance(component, str) else None
 
 
 async def require_read_stream(request: Request) -> None:
@@ -83,3 +105,11 @@ async def require_read_stream(request: Request) -> None:
         if not header and given:
             header = f"Bearer {given}"
         check_bearer(ctx, header, "reading")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object, refused (ValueError) when a key repeats."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key repeats")
+    return out

@@ -141,13 +141,14 @@ def registry_events(request: Request) -> list[dict[str, Any]]:
                                  "description": "sha256=<hex HMAC-SHA256 of the body>"}]})
 async def submission(request: Request) -> dict[str, Any]:
     """A component CI's `queue submit`, authenticated by an HMAC of the exact body with the
-    shared secret (`X-Lockstep-Signature: sha256=...`, as lockstep signs its notifications)."""
+    shared secret or the named component's own (`X-Lockstep-Signature: sha256=...`, as
+    lockstep signs its notifications)."""
     ctx = ctx_of(request)
     body = await request.body()
     if len(body) > MAX_SUBMISSION:
         raise refuse(413, f"submission body over {MAX_SUBMISSION} bytes",
                      "send {component, version, configurations, priority}")
-    check_signature(ctx, request.headers.get(SIGNATURE_HEADER), body)
+    scope = check_signature(ctx, request.headers.get(SIGNATURE_HEADER), body)
     try:
         wanted = models.SubmitRequest.model_validate_json(body)
     except PydanticValidationError as exc:
@@ -155,6 +156,10 @@ async def submission(request: Request) -> dict[str, Any]:
         msg, hint = validation_message(errors)
         raise refuse(422, msg, hint or "send {component, version, configurations, priority}"
                      ) from None
+    if scope is not None and wanted.component != scope:  # e.g. a repeated "component" key
+        raise refuse(403, f"the key of {scope} cannot submit {wanted.component}",
+                     "name the component once, and sign with that component's secret")
     item: dict[str, Any] = await run_in_threadpool(submit_bump, ctx, wanted)
-    log.info("submission %s: %s %s", item["id"], item["component"], item["version"])
+    log.info("submission %s: %s %s (signed with %s)", item["id"], item["component"],
+             item["version"], "the shared key" if scope is None else f"the key of {scope}")
     return item
