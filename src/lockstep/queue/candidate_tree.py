@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lockstep import git
-from lockstep.errors import ConfigError
 from lockstep.manifest import Manifest, Pin
 from lockstep.queue import candidate as candidate_mod
-from lockstep.queue.freshness import descends
+from lockstep.queue.freshness import descends, pin_moved
 from lockstep.queue.store import Item
 from lockstep.workspace import Workspace
 
@@ -56,16 +55,8 @@ def superseded(ws: Workspace, item: Item, configuration: str, pin: Pin) -> str |
     of it in the candidate) moved since the item's submission to a descendant of the item's
     commit: then the bump is stale and skipped, as serial mode does (spec/queue.md §3.2)."""
     since = item.submitted_base
-    if since is None:
+    if since is None or not pin_moved(ws, item, configuration, pin, since):
         return None
-    try:
-        at_submit = ws.manifest_at(since)
-    except ConfigError:
-        return None  # a rewritten history this clone never fetched: test the bump
-    before = (at_submit.pin(configuration, item.component)
-              if configuration in at_submit.configurations else None)
-    if before is not None and before.sha == pin.sha:
-        return None  # the pin predates the submission: a downgrade is deliberate
     if descends(ws, item.component, item.sha, pin.sha):
         return f"{item.component} {pin.version}"
     return None

@@ -22,15 +22,7 @@ def superseding(ctx: WorkerContext, item: Item, head: str, configuration: str,
     (the pin predates the submission, so a downgrade is deliberate, or histories diverged)."""
     ws = ctx.ws
     since = item.submitted_base or (item.candidate or {}).get("base")
-    if since is None:
-        return None
-    try:
-        at_submit = ws.manifest_at(since)  # cached; fails if the commit is not here
-    except ConfigError:
-        return None  # a rewritten history this clone never fetched: test the bump
-    before = (at_submit.pin(configuration, item.component)
-              if configuration in at_submit.configurations else None)
-    if before is not None and before.sha == pin.sha:
+    if since is None or not pin_moved(ws, item, configuration, pin, since):
         return None
     if not git.is_ancestor(ws.root, since, head):
         return None  # history was rewritten since the submit: test the bump
@@ -48,6 +40,19 @@ def superseding(ctx: WorkerContext, item: Item, head: str, configuration: str,
             if other.component == item.component and other.sha == pin.sha:
                 return other.id
     return commit
+
+
+def pin_moved(ws: Workspace, item: Item, configuration: str, pin: Pin, since: str) -> bool:
+    """Whether `pin` is not the pin the manifest held at `since` (the item's submission): a pin
+    that predates the submission makes a downgrade deliberate. False when `since` is not in
+    this clone (a rewritten history it never fetched): the bump is tested."""
+    try:
+        at_submit = ws.manifest_at(since)  # cached; fails if the commit is not here
+    except ConfigError:
+        return False
+    before = (at_submit.pin(configuration, item.component)
+              if configuration in at_submit.configurations else None)
+    return before is None or before.sha != pin.sha
 
 
 def descends(ws: Workspace, component: str, ancestor: str, sha: str) -> bool:
